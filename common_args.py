@@ -1,0 +1,56 @@
+"""Options shared by every method. Method options (learning rate, beta, batch size, ...) are the
+fields of the method's TRL config in `rlhf_args/`, under their TRL names.
+
+Names here never repeat a TRL config field (the parser would refuse two flags of one name), which
+is why `trust_remote_code` and `teacher_model_name_or_path` live in the method configs, where TRL
+already has them; both default to off / unset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+TRAIN_MODES = ("full", "lora", "qlora")
+
+
+@dataclass
+class CommonArgs:
+    rlhf_type: str = field(
+        metadata={"help": "Method: SFT, Reward, DPO, CPO, SimPO, CPOSimPO, ORPO, KTO, RLOO, GRPO, PPO, GKD "
+                          "(case-insensitive)."}
+    )
+    model_name_or_path: str = field(metadata={"help": "Policy (student) model: a local directory or hub id."})
+    train_data_path: str = field(
+        metadata={"help": "Training data: a .jsonl / .json / .parquet file or a directory saved by `datasets`."}
+    )
+    train_mode: str = field(default="lora", metadata={"help": "full | lora | qlora (4-bit NF4, double quant)."})
+    tokenizer_name_or_path: str | None = field(
+        default=None, metadata={"help": "Tokenizer to use; default: the one saved with the model."}
+    )
+    eval_data_path: str | None = field(default=None, metadata={"help": "Evaluation data, same format as train."})
+    eval_split: float = field(
+        default=0.0, metadata={"help": "Fraction (0-1) of the training rows held out for evaluation when no "
+                                       "eval_data_path is given; 0 = none."}
+    )
+    # Adapters
+    lora_rank: int = field(default=16, metadata={"help": "LoRA rank r."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling alpha."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA path."})
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: ["all-linear"],
+        metadata={"help": "Modules that get adapters; default all linear layers but the output head."},
+    )
+    use_dora: bool = field(default=False, metadata={"help": "Weight-decomposed LoRA (DoRA) instead of plain LoRA."})
+    # Reward sources (online RL and rejection sampling)
+    reward_model_path: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Reward model(s): sequence-classification models, each scored with its own tokenizer."},
+    )
+    reward_funcs: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Python reward functions as `module:function` or `path/to/file.py:function`."},
+    )
+    model_dtype: str = field(
+        default="auto", metadata={"help": "Weights dtype when loading: auto (bf16 if --bf16, fp16 if --fp16, "
+                                           "else fp32) | float32 | bfloat16 | float16."}
+    )

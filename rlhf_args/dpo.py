@@ -1,0 +1,16 @@
+"""DPO: TRL's DPOTrainer. `loss_type` takes any of TRL's DPO losses (sigmoid, ipo, hinge, robust,
+bco_pair, sppo_hard, nca_pair, aot, apo_zero, apo_down, discopop, sft, ...). The reference is a
+frozen copy of the start model in `full` mode and the policy with its adapter switched off in
+`lora` / `qlora` mode."""
+
+from dataclasses import dataclass
+
+from trl import DPOConfig
+
+from rlhf_args.base import OurDefaults
+
+
+@dataclass
+class DPOArgs(OurDefaults, DPOConfig):
+    learning_rate: float = 5e-6
+    beta: float = 0.1

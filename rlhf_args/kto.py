@@ -1,0 +1,16 @@
+"""KTO: TRL's KTOTrainer, on unpaired prompt / completion / label rows. `desirable_weight` and
+`undesirable_weight` rebalance when one label is much rarer. The KL term is a batch estimate:
+use per_device_train_batch_size >= 2 (TRL clamps a mean over the batch at 0)."""
+
+from dataclasses import dataclass
+
+from trl import KTOConfig
+
+from rlhf_args.base import OurDefaults
+
+
+@dataclass
+class KTOArgs(OurDefaults, KTOConfig):
+    learning_rate: float = 5e-6
+    beta: float = 0.1
+    per_device_train_batch_size: int = 4

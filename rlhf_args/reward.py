@@ -1,0 +1,14 @@
+"""Reward model: TRL's RewardTrainer (Bradley-Terry on chosen vs rejected; a `margin` column,
+if present, is subtracted inside the sigmoid). The model is AutoModelForSequenceClassification
+with one label."""
+
+from dataclasses import dataclass
+
+from trl import RewardConfig
+
+from rlhf_args.base import OurDefaults
+
+
+@dataclass
+class RewardArgs(OurDefaults, RewardConfig):
+    learning_rate: float = 1e-5

@@ -1,0 +1,1 @@
+"""Glue around TRL: data, models, rewards, and the trainers TRL lacks."""

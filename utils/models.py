@@ -1,0 +1,130 @@
+"""Loading models and tokenizers: full / LoRA / QLoRA / DoRA, pad-token repair, score heads.
+
+Trainers get an instantiated model plus a `peft_config`; TRL wraps the adapter itself, so its own
+handling of ZeRO-3, gradient checkpointing and quantized adapters applies unchanged. With an
+adapter, TRL computes reference log-probs with the adapter switched off: no second copy.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from utils.errors import UserError
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_dtype(name: str, bf16: bool | None = False, fp16: bool = False) -> torch.dtype:
+    """`auto` follows the mixed-precision flags; fp32 otherwise (bf16 is very slow on CPUs)."""
+    if name == "auto":
+        return torch.bfloat16 if bf16 else torch.float16 if fp16 else torch.float32
+    if name not in _DTYPES:
+        raise UserError(f"--model_dtype {name!r} is not known; expected one of auto, {', '.join(_DTYPES)}.")
+    return _DTYPES[name]
+
+
+def load_tokenizer(path: str, trust_remote_code: bool = False):
+    """Load a tokenizer and make sure it has a pad token (the Qwen2 'no padding token' failure).
+
+    The pad token becomes the EOS token when there is one (no new embedding row needed); the model
+    side of the repair is `repair_pad_token`, which every loaded model goes through.
+    """
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise UserError(f"Could not load a tokenizer from {path!r}: {e}") from e
+    if tok.pad_token is None:
+        if tok.eos_token is not None:
+            tok.pad_token = tok.eos_token
+        elif tok.unk_token is not None:
+            tok.pad_token = tok.unk_token
+        else:
+            tok.add_special_tokens({"pad_token": "<|pad|>"})
+        log.info("tokenizer at %s had no pad token; using %r", path, tok.pad_token)
+    return tok
+
+
+def repair_pad_token(model, tokenizer) -> None:
+    """Mirror the tokenizer's pad token onto the model config and generation config: models that
+    pad with `config.pad_token_id` (sequence classification picks the last non-pad token) fail or
+    score the wrong token when only the tokenizer knows it."""
+    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(len(tokenizer))
+    pad = tokenizer.pad_token_id
+    model.config.pad_token_id = pad
+    text_config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    text_config.pad_token_id = pad
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.pad_token_id = pad
+
+
+def quantization_config(dtype: torch.dtype):
+    """4-bit NF4 with double quantisation (QLoRA). Storage dtype = compute dtype, so that DeepSpeed
+    ZeRO-3 and FSDP can shard the packed weights like any other tensor of that dtype."""
+    try:
+        from transformers import BitsAndBytesConfig
+        import bitsandbytes  # noqa: F401
+    except ImportError as e:
+        raise UserError("--train_mode qlora needs bitsandbytes: pip install 'bitsandbytes>=0.50'.") from e
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=dtype,
+        bnb_4bit_quant_storage=dtype,
+    )
+
+
+def load_model(path: str, tokenizer, *, head: str = "causal", train_mode: str = "full",
+               dtype: torch.dtype = torch.float32, trust_remote_code: bool = False, num_labels: int = 1):
+    """Load a causal LM (`head="causal"`) or a sequence-classification model with `num_labels`
+    outputs (`head="score"`), 4-bit when `train_mode == "qlora"`, with the pad token repaired."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    kwargs = {"dtype": dtype, "trust_remote_code": trust_remote_code}
+    if train_mode == "qlora":
+        kwargs["quantization_config"] = quantization_config(dtype)
+    try:
+        if head == "score":
+            model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels, **kwargs)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except ValueError as e:
+        if head == "score" and "Unrecognized configuration class" in str(e):
+            raise UserError(
+                f"The model at {path!r} has an architecture that transformers cannot load as "
+                "AutoModelForSequenceClassification (needed for reward models and critics). Use a checkpoint of "
+                "an architecture that has a *ForSequenceClassification class (Llama, Qwen2, Mistral, Gemma, ...), "
+                "or, for a custom architecture, pass --trust_remote_code true if its repository maps "
+                "AutoModelForSequenceClassification in config.json `auto_map`."
+            ) from e
+        raise UserError(f"Could not load the model at {path!r}: {e}") from e
+    except OSError as e:
+        raise UserError(f"Could not load the model at {path!r}: {e}") from e
+    repair_pad_token(model, tokenizer)
+    return model
+
+
+def lora_config(common, head: str = "causal"):
+    """The adapter for `lora` / `qlora` modes (None for `full`). `all-linear` targets every linear
+    layer but the output head; a score head is trained in full and saved with the adapter."""
+    if common.train_mode == "full":
+        return None
+    from peft import LoraConfig
+
+    targets = common.lora_target_modules
+    return LoraConfig(
+        r=common.lora_rank,
+        lora_alpha=common.lora_alpha,
+        lora_dropout=common.lora_dropout,
+        target_modules=targets[0] if targets == ["all-linear"] else targets,
+        use_dora=common.use_dora,
+        task_type="SEQ_CLS" if head == "score" else "CAUSAL_LM",
+        modules_to_save=["score"] if head == "score" else None,
+    )
