@@ -1,0 +1,133 @@
+"""Reward sources shared by RLOO, GRPO, PPO and rejection sampling.
+
+Every source is a callable with TRL's reward-function signature,
+`f(prompts, completions, **columns) -> list[float]`, and a `__name__` (TRL logs
+`rewards/<name>/mean`). Two kinds:
+
+- a reward model (`--reward_model_path`): a sequence-classification model that scores the
+  *text* of prompt + completion, re-encoded with its own tokenizer and chat template. Sharing the
+  policy's tokenizer is therefore not required (scoring token ids of another vocabulary gives garbage);
+- a Python function (`--reward_funcs module:function` or `path/to/file.py:function`), called with
+  the prompts, the completions and every extra dataset column (e.g. a reference `answer`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import math
+import os
+
+import torch
+
+from utils.errors import UserError
+
+
+def _as_text(x) -> str:
+    """A completion or prompt as plain text: strings stay, conversations join their contents."""
+    if isinstance(x, str):
+        return x
+    return "".join(m["content"] for m in x)
+
+
+class RewardModelScorer:
+    """Scores (prompt, completion) pairs with a reward model and the reward model's own tokenizer."""
+
+    def __init__(self, path: str, dtype: torch.dtype = torch.float32, trust_remote_code: bool = False,
+                 batch_size: int = 16, max_length: int | None = None):
+        from utils.models import load_model, load_tokenizer
+
+        self.path, self.batch_size, self.max_length = path, batch_size, max_length
+        self.tokenizer = load_tokenizer(path, trust_remote_code)
+        self.tokenizer.padding_side = "right"
+        self.model = load_model(path, self.tokenizer, head="score", dtype=dtype, trust_remote_code=trust_remote_code)
+        self.model.eval().requires_grad_(False)
+        self.__name__ = os.path.basename(os.path.normpath(path)) or "reward_model"
+
+    def texts(self, prompts, completions) -> list[str]:
+        """The exact strings the reward model reads."""
+        out = []
+        for p, c in zip(prompts, completions):
+            if isinstance(p, list):  # conversational: the RM's own chat template over the whole dialogue
+                messages = p + (c if isinstance(c, list) else [{"role": "assistant", "content": c}])
+                if self.tokenizer.chat_template is None:
+                    raise UserError(f"The reward model at {self.path!r} has no chat template, but the prompts are "
+                                    "conversations; give it a tokenizer with a chat template or use plain-string data.")
+                out.append(self.tokenizer.apply_chat_template(messages, tokenize=False))
+            else:
+                out.append(p + _as_text(c))
+        return out
+
+    @torch.no_grad()
+    def score_texts(self, texts: list[str]) -> list[float]:
+        device = next(self.model.parameters()).device
+        scores = []
+        for i in range(0, len(texts), self.batch_size):
+            enc = self.tokenizer(texts[i:i + self.batch_size], return_tensors="pt", padding=True,
+                                 truncation=self.max_length is not None, max_length=self.max_length,
+                                 add_special_tokens=False).to(device)
+            scores += self.model(**enc).logits[:, 0].float().tolist()
+        return scores
+
+    def to(self, device):
+        self.model.to(device)
+        return self
+
+    def __call__(self, prompts, completions, **_columns) -> list[float]:
+        return self.score_texts(self.texts(prompts, completions))
+
+
+def import_function(spec: str):
+    """`module:function` or `path/to/file.py:function` -> the function; only what is named is imported."""
+    target, sep, name = spec.rpartition(":")
+    if not sep or not target or not name:
+        raise UserError(f"--reward_funcs {spec!r}: expected `module:function` or `path/to/file.py:function`.")
+    try:
+        if target.endswith(".py"):
+            if not os.path.isfile(target):
+                raise UserError(f"--reward_funcs {spec!r}: file {target!r} does not exist.")
+            mod_spec = importlib.util.spec_from_file_location(f"reward_module_{abs(hash(target))}", target)
+            module = importlib.util.module_from_spec(mod_spec)
+            mod_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(target)
+    except UserError:
+        raise
+    except Exception as e:  # an import error inside the user's module: name it, keep the cause
+        raise UserError(f"--reward_funcs {spec!r}: importing {target!r} failed: {type(e).__name__}: {e}") from e
+    fn = getattr(module, name, None)
+    if not callable(fn):
+        raise UserError(f"--reward_funcs {spec!r}: {target!r} has no function {name!r}.")
+    return fn
+
+
+class CheckedRewardFunction:
+    """Calls a user's reward function and checks what comes back, naming the function on failure."""
+
+    def __init__(self, spec: str):
+        self.spec, self.fn = spec, import_function(spec)
+        self.__name__ = getattr(self.fn, "__name__", spec)
+
+    def __call__(self, prompts, completions, **columns) -> list[float]:
+        try:
+            out = self.fn(prompts=prompts, completions=completions, **columns)
+        except Exception as e:
+            raise UserError(f"reward function {self.spec!r} raised {type(e).__name__}: {e}") from e
+        try:
+            out = [math.nan if v is None else float(v) for v in out]
+        except (TypeError, ValueError) as e:
+            raise UserError(f"reward function {self.spec!r} must return one float per completion; got {out!r:.200}") from e
+        if len(out) != len(completions):
+            raise UserError(f"reward function {self.spec!r} returned {len(out)} values for {len(completions)} "
+                            "completions; expected one float per completion.")
+        return out
+
+
+def load_reward_sources(reward_model_paths, reward_func_specs, dtype=torch.float32, trust_remote_code=False,
+                        max_length: int | None = None) -> list:
+    """Every reward source named on the command line, reward models first."""
+    sources = [RewardModelScorer(p, dtype, trust_remote_code, max_length=max_length) for p in reward_model_paths]
+    sources += [CheckedRewardFunction(s) for s in reward_func_specs]
+    if not sources:
+        raise UserError("No reward source: give --reward_model_path and/or --reward_funcs.")
+    return sources
