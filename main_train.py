@@ -147,6 +147,9 @@ def build_trainer(method: Method, common: CommonArgs, config, tokenizer, train, 
     dtype = resolve_dtype(common.model_dtype, config.bf16, config.fp16)
     model = load_model(common.model_name_or_path, tokenizer, head=method.head, train_mode=common.train_mode,
                        dtype=dtype, trust_remote_code=trust)
+    from utils.distributed import shared_datasets
+
+    train, evals = shared_datasets(config, train, evals)  # precompute_ref_log_probs with several processes
     kwargs = dict(model=model, args=config, train_dataset=train, eval_dataset=evals, processing_class=tokenizer,
                   callbacks=callbacks, peft_config=lora_config(common, method.head))
     if method.extras:  # reward sources, teacher, critic: whatever the method's trainer takes besides
@@ -160,6 +163,9 @@ def build_trainer(method: Method, common: CommonArgs, config, tokenizer, train, 
 
 
 def save_outputs(trainer, tokenizer, output_dir: str) -> None:
+    from utils.distributed import prepare_final_save
+
+    prepare_final_save(trainer)  # FSDP / ZeRO-3: gather a whole model, whatever the checkpoint settings
     trainer.save_model(output_dir)  # safetensors; a PEFT adapter directory in lora / qlora mode
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(output_dir)
@@ -183,7 +189,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
     log.info("%s (%s) on %d rows -> %s", method.name, common.train_mode, len(train), config.output_dir)
-    trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
+    try:
+        trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
+    except UserError as e:  # raised mid-run by user code we call, e.g. a reward function that fails or miscounts
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
     if guard.tripped:
         step, key, value = guard.tripped
         print(f"error: {key} became {value} at step {step}; training stopped there and the final model was not "
@@ -200,4 +210,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    from utils.distributed import end_processes
+
+    end_processes()
+    sys.exit(code)

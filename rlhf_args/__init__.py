@@ -45,6 +45,14 @@ _ROWS = [
            fp16_ok=False),
     Method("ORPO", "rlhf_args.orpo:ORPOArgs", "trl.experimental.orpo:ORPOTrainer", "preference", fp16_ok=False),
     Method("KTO", "rlhf_args.kto:KTOArgs", "trl:KTOTrainer", "kto", reference=True),
+    Method("GKD", "rlhf_args.gkd:GKDArgs", "utils.distill:GKDTrainer", "sft", teacher=True,
+           extras="utils.distill:teacher_kwargs"),
+    Method("RLOO", "rlhf_args.rloo:RLOOArgs", "utils.online_rl:RLOOTrainer", "prompt", reference=True,
+           rewards=True, extras="utils.online_rl:reward_kwargs"),
+    Method("GRPO", "rlhf_args.grpo:GRPOArgs", "utils.online_rl:GRPOTrainer", "prompt", reference=True,
+           rewards=True, extras="utils.online_rl:reward_kwargs"),
+    Method("PPO", "rlhf_args.ppo:PPOArgs", "utils.ppo_trainer:PPOTrainer", "prompt", reference=True,
+           rewards=True, extras="utils.online_rl:ppo_kwargs"),
 ]
 METHODS: dict[str, Method] = {m.name.lower(): m for m in _ROWS}
 

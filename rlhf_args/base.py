@@ -27,6 +27,10 @@ class OurDefaults:
         # runs hundreds of times slower, so an unset bf16 means "bf16 where the hardware has it".
         if self.bf16 is None and not self.fp16:
             self.bf16 = bf16_supported()
+        # Under `accelerate launch` / torchrun without CUDA: the gloo backend, set before devices are set up.
+        from utils.distributed import cpu_launch_defaults
+
+        cpu_launch_defaults(self)
         super().__post_init__()
 
 

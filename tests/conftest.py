@@ -58,6 +58,27 @@ def addition_pairs(n: int, seed: int = 0, conversational: bool = True):
     return rows
 
 
+GOOD = ["sure", "thanks", "great", "help", "yes", "good", "fine", "right"]
+BAD = ["no", "sorry", "cannot", "low", "old", "off", "never", "wrong"]
+
+
+def style_pairs(n: int, seed: int = 0, conversational: bool = True):
+    """Preference pairs a tiny model can learn from few steps: chosen answers use words from GOOD,
+    rejected ones words from BAD; prompts and word combinations are random, so held-out pairs are new."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        prompt = " ".join(rng.sample(["what", "is", "the", "way", "home", "water", "time", "day", "year"], 4)) + "?"
+        chosen, rejected = " ".join(rng.sample(GOOD, 3)), " ".join(rng.sample(BAD, 3))
+        if conversational:
+            rows.append({"prompt": [{"role": "user", "content": prompt}],
+                         "chosen": [{"role": "assistant", "content": chosen}],
+                         "rejected": [{"role": "assistant", "content": rejected}]})
+        else:
+            rows.append({"prompt": prompt + " ", "chosen": chosen, "rejected": rejected})
+    return rows
+
+
 def to_reward_rows(pairs):
     """Reward data: whole conversations (prompt + answer)."""
     out = []
@@ -116,3 +137,11 @@ def data_dir(tmp_path_factory) -> Path:
 # Flags that keep CLI runs short and deterministic on 2 CPU cores.
 FAST = ["--max_steps", "3", "--per_device_train_batch_size", "4", "--save_strategy", "no",
         "--max_length", "64", "--gradient_checkpointing", "false", "--seed", "0", "--disable_tqdm", "true"]
+
+
+def run_main(*args) -> int:
+    """main_train.main in this process: the same argv path as the CLI without a new interpreter (saves
+    ~10 s of imports per run). Subprocess runs (run_cli) cover the real command line."""
+    import main_train
+
+    return main_train.main([str(a) for a in args])

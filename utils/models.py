@@ -107,8 +107,27 @@ def load_model(path: str, tokenizer, *, head: str = "causal", train_mode: str = 
         raise UserError(f"Could not load the model at {path!r}: {e}") from e
     except OSError as e:
         raise UserError(f"Could not load the model at {path!r}: {e}") from e
+    if train_mode == "qlora":
+        guard_bnb_cpu_inference(model)
     repair_pad_token(model, tokenizer)
     return model
+
+
+def guard_bnb_cpu_inference(model) -> None:
+    """bitsandbytes 0.50 repacks 4-bit weights for a faster CPU kernel the first time a layer runs in eval mode
+    without gradients (frozen teachers, references, reward models, sampling). The repacking assumes
+    `in_features` is a multiple of the quantisation block (64) and `out_features` of 32; other shapes fail with
+    "shape '[96, 1]' is invalid for input of size 144". Those layers keep the generic kernel."""
+    try:
+        from bitsandbytes.nn import Linear4bit
+    except ImportError:
+        return
+    for module in model.modules():
+        if isinstance(module, Linear4bit):
+            state = getattr(module.weight, "quant_state", None)
+            block = getattr(state, "blocksize", 64) or 64
+            if module.in_features % block or module.out_features % 32:
+                module.support_avx512bf16_for_cpu = False
 
 
 def lora_config(common, head: str = "causal"):

@@ -1,0 +1,93 @@
+"""Merge a LoRA / DoRA adapter into its base model and save a plain model (safetensors + tokenizer)
+that `from_pretrained` loads without peft:
+
+    python -m utils.merge --base MODEL --adapter runs/dpo --output runs/dpo_merged
+
+Works for causal-LM adapters and for reward-model adapters (sequence classification: the score head,
+trained in full and saved with the adapter, replaces the base's). A QLoRA adapter is merged into the
+base loaded in `--dtype` (default: the dtype the base was saved in), never into 4-bit weights, which
+could not hold the merged values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+from utils.errors import UserError
+
+log = logging.getLogger("merge")
+_DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UserError(f"{message}. Run `python -m utils.merge --help` for every option.")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = _Parser(prog="python -m utils.merge", description=__doc__,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--adapter", required=True, help="Adapter directory (adapter_config.json + weights).")
+    p.add_argument("--base", help="Base model; default: base_model_name_or_path in adapter_config.json.")
+    p.add_argument("--output", required=True, help="Directory for the merged model and tokenizer.")
+    p.add_argument("--dtype", default="auto", choices=_DTYPES, help="Weights dtype to merge and save in; auto = "
+                                                                    "the base checkpoint's.")
+    p.add_argument("--num_labels", type=int, default=1, help="Outputs of a reward model's score head.")
+    p.add_argument("--trust_remote_code", action="store_true")
+    a = p.parse_args(argv)
+    config_path = os.path.join(a.adapter, "adapter_config.json")
+    if not os.path.isfile(config_path):
+        raise UserError(f"--adapter {a.adapter!r} is not an adapter directory: {config_path} does not exist. A "
+                        "full fine-tune (train_mode full) is already a plain model and needs no merge.")
+    with open(config_path) as f:
+        a.adapter_config = json.load(f)
+    a.base = a.base or a.adapter_config.get("base_model_name_or_path")
+    if not a.base:
+        raise UserError(f"{config_path} names no base model; pass --base PATH.")
+    same = {os.path.abspath(a.base), os.path.abspath(a.adapter)}
+    if os.path.abspath(a.output) in same:
+        raise UserError(f"--output {a.output!r} is the base or the adapter directory; write the merged model "
+                        "to a new directory.")
+    return a
+
+
+def merge(args) -> str:
+    import torch
+    from peft import PeftModel
+
+    from utils.models import load_model, load_tokenizer
+
+    head = "score" if args.adapter_config.get("task_type") == "SEQ_CLS" else "causal"
+    # The adapter directory holds the tokenizer training used (its pad token may have grown the embeddings).
+    has_tokenizer = os.path.isfile(os.path.join(args.adapter, "tokenizer_config.json"))
+    tokenizer = load_tokenizer(args.adapter if has_tokenizer else args.base, args.trust_remote_code)
+    dtype = "auto" if args.dtype == "auto" else getattr(torch, args.dtype)
+    model = load_model(args.base, tokenizer, head=head, dtype=dtype, trust_remote_code=args.trust_remote_code,
+                       num_labels=args.num_labels)
+    try:
+        model = PeftModel.from_pretrained(model, args.adapter)
+    except (ValueError, RuntimeError, KeyError) as e:  # shape mismatches: another base, another vocabulary
+        raise UserError(f"The adapter at {args.adapter!r} does not fit the base {args.base!r}: {e}") from e
+    merged = model.merge_and_unload()
+    merged.save_pretrained(args.output, safe_serialization=True)
+    tokenizer.save_pretrained(args.output)
+    log.info("merged %s (%s) into %s -> %s", args.adapter, head, args.base, args.output)
+    return args.output
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
+    try:
+        merge(parse_args(sys.argv[1:] if argv is None else argv))
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
