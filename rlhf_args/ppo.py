@@ -24,9 +24,8 @@ from rlhf_args.base import OurDefaults
 @dataclass
 class PPOArgs(OurDefaults, TrainingArguments):
     learning_rate: float = field(default=3e-6, metadata={"help": "AdamW learning rate, policy and critic."})
-    # As in TRL's configs: bf16 where the hardware has it (OurDefaults), gradient checkpointing on (memory).
+    # bf16 where the hardware has it (OurDefaults); gradient checkpointing off, as for every method (OurDefaults).
     bf16: bool | None = None
-    gradient_checkpointing: bool = True
     # The prompts and every extra column (e.g. `answer`) must reach the reward functions.
     remove_unused_columns: bool | None = False
     # PPO loop

@@ -1,0 +1,78 @@
+"""Run a training script under one shared, passive instrument, so the wrapper and the bare TRL script
+are measured by exactly the same code.
+
+    python bench/timed.py OUT.json SCRIPT.py [script args ...]
+
+The instrument is a TrainerCallback added to every `transformers` CallbackHandler as it is built (patched
+here, not in the script: TRL 1.11's PPOTrainer builds its handler without Trainer.__init__, so patching
+the handler reaches every trainer). It records wall-clock times of train begin and of every step end and,
+at exit, the process's peak RSS; nothing else runs inside the timed loop. Under `accelerate launch` every
+rank writes OUT.json.rankN.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import resource
+import runpy
+import sys
+import time
+
+T_IMPORT = time.time()  # the driver also stamps the launch; this one excludes interpreter start-up
+
+
+class _Record:
+    train_begin: float | None = None
+    step_ends: list[float] = []
+    steps: list[int] = []
+    base_rss_mb: float | None = None
+
+
+def _install() -> None:
+    from transformers import TrainerCallback
+    from transformers.trainer_callback import CallbackHandler
+
+    class StepTimer(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            _Record.train_begin = time.time()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            _Record.step_ends.append(time.time())
+            _Record.steps.append(state.global_step)
+
+    # RSS once torch and transformers are loaded, before the script runs: the floor every run pays, so that
+    # peak - base is what the models, optimizer, activations and data cost.
+    with open("/proc/self/statm") as f:
+        _Record.base_rss_mb = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+    original = CallbackHandler.__init__
+
+    def patched(self, callbacks, *args, **kwargs):
+        original(self, list(callbacks or []) + [StepTimer()], *args, **kwargs)
+
+    CallbackHandler.__init__ = patched
+
+
+def _write(path: str) -> None:
+    rank = os.environ.get("RANK")
+    if rank is not None and os.environ.get("WORLD_SIZE", "1") != "1":
+        path = f"{path}.rank{rank}"
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # Linux: kilobytes
+    with open(path, "w") as f:
+        json.dump({"t_import": T_IMPORT, "train_begin": _Record.train_begin, "step_ends": _Record.step_ends,
+                   "steps": _Record.steps, "t_exit": time.time(), "peak_rss_mb": peak_kb / 1024,
+                   "base_rss_mb": _Record.base_rss_mb}, f)
+
+
+def main() -> None:
+    out, script, *args = sys.argv[1:]
+    _install()
+    atexit.register(_write, out)
+    sys.argv = [script, *args]
+    sys.path.insert(0, os.path.dirname(os.path.abspath(script)))
+    runpy.run_path(script, run_name="__main__")
+
+
+if __name__ == "__main__":
+    main()
