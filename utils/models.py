@@ -117,17 +117,18 @@ def guard_bnb_cpu_inference(model) -> None:
     """bitsandbytes 0.50 repacks 4-bit weights for a faster CPU kernel the first time a layer runs in eval mode
     without gradients (frozen teachers, references, reward models, sampling). The repacking assumes
     `in_features` is a multiple of the quantisation block (64) and `out_features` of 32; other shapes fail with
-    "shape '[96, 1]' is invalid for input of size 144". Those layers keep the generic kernel."""
+    "shape '[96, 1]' is invalid for input of size 144". Those layers keep the generic kernel. So does every layer
+    of a model that is trained after such a pass (a QLoRA policy whose reference log-probs are precomputed, the DPO
+    and KTO default): a repacked layer fails the next forward with gradients ("a view of a leaf Variable that
+    requires grad is being used in an in-place operation"); the repack is the ABI of bitsandbytes' inference kernel
+    only. Frozen 4-bit models therefore also use the generic kernel on CPU (correct, somewhat slower)."""
     try:
         from bitsandbytes.nn import Linear4bit
     except ImportError:
         return
     for module in model.modules():
         if isinstance(module, Linear4bit):
-            state = getattr(module.weight, "quant_state", None)
-            block = getattr(state, "blocksize", 64) or 64
-            if module.in_features % block or module.out_features % 32:
-                module.support_avx512bf16_for_cpu = False
+            module.support_avx512bf16_for_cpu = False
 
 
 def lora_config(common, head: str = "causal"):
