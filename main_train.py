@@ -211,7 +211,6 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     code = main()
-    from utils.distributed import end_processes
+    from utils.distributed import exit_process
 
-    end_processes()
-    sys.exit(code)
+    exit_process(code)

@@ -5,6 +5,9 @@
 #
 #   bash script/rlhf_run.sh --rlhf_type DPO --train_mode lora --model_name_or_path MODEL \
 #       --train_data_path data.jsonl --output_dir runs/dpo
+#   bash script/rlhf_run.sh --rlhf_type PPO --train_mode lora --model_name_or_path MODEL \
+#       --train_data_path prompts.jsonl --output_dir runs/ppo --reward_model_path RM \
+#       --reward_funcs examples/rewards.py:correct_answer --reward_weights 1.0 0.5 --num_ppo_epochs 4
 #   ZERO=3 NPROC=8 bash script/rlhf_run.sh run.yaml
 #
 # Engine (the accelerate config under script/):

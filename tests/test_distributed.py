@@ -44,12 +44,12 @@ ALL, Z2, Z3 = ENGINES, ("zero2", "zero3"), ("zero3",)
 # paths differ most (sharded weights, gathered generation, inference engines for frozen models), runs
 # everything; DDP and ZeRO-2 the cases whose code paths differ from one engine to another.
 COVERAGE = {
-    "dpo_full": ALL, "dpo_lora": Z2, "dpo_qlora": Z2, "dpo_lora_precompute": ALL, "dpo_full_precompute": Z2,
+    "dpo_full": ALL, "dpo_lora": Z2, "dpo_qlora": ALL, "dpo_lora_precompute": ALL, "dpo_full_precompute": Z2,
     "reward_full": Z3, "reward_lora": ALL, "sft_lora": Z3, "kto_lora": Z3, "kto_lora_precompute": ("ddp",),
     "cpo_lora": Z3, "orpo_full": Z3, "gkd_lora": Z2, "gkd_full": Z3, "gkd_onpolicy": ALL,
-    "rloo": ALL, "rloo_full": Z3, "grpo": Z3, "ppo": ALL,
+    "rloo": ALL, "rloo_full": Z3, "grpo": Z3, "ppo": ALL, "ppo_full": Z3,
 }
-ONLINE = ("gkd_onpolicy", "rloo", "rloo_full", "grpo", "ppo")  # runs that sample: deterministic sampler
+ONLINE = ("gkd_onpolicy", "rloo", "rloo_full", "grpo", "ppo", "ppo_full")  # runs that sample: deterministic sampler
 
 
 def _has(method: str) -> bool:
@@ -91,11 +91,13 @@ def plan(engine: str | None, paths: dict, out: Path) -> dict[str, list[str]]:
     if _has("grpo"):
         runs["grpo"] = ["GRPO", "lora", d / "prompts.jsonl", *reward, *sample, "--beta", "0.05"]
     if _has("ppo"):
-        # Last, and LoRA only: PPO full under ZeRO-3 crashes (deep copies of sharded weights), which would stop
-        # the launch. Advantages are whitened per process (as TRL 1.11's PPO did): a different estimator with 2 processes,
-        # so the layout comparison turns whitening off.
-        runs["ppo"] = ["PPO", "lora", d / "prompts.jsonl", *reward, "--max_new_tokens", "8", "--num_ppo_epochs", "1",
-                       "--whiten_advantages", "false"]
+        # Advantages are whitened per process (as TRL 1.11's PPO did): a different estimator with 2 processes, so
+        # the layout comparison turns whitening off. `full` holds four models (policy, critic, reference, under
+        # ZeRO-3 each sharded, the frozen ones in inference engines).
+        ppo = [d / "prompts.jsonl", *reward, "--max_new_tokens", "8", "--num_ppo_epochs", "1",
+               "--whiten_advantages", "false"]
+        runs["ppo"] = ["PPO", "lora", *ppo]
+        runs["ppo_full"] = ["PPO", "full", *ppo]
     if engine == "zero3":
         # resume: the step-2 checkpoint of an uninterrupted 4-step run, resumed in a new output_dir
         for mode in ("full", "lora"):
@@ -138,9 +140,6 @@ def drive(plan_file: str) -> int:
         print(f"[driver] {name}: exit {rc} in {time.time() - start:.1f}s", flush=True)
         if rc:
             return rc  # torchrun then stops the other process too
-    from utils.distributed import end_processes
-
-    end_processes()
     return 0
 
 
@@ -334,4 +333,6 @@ def test_launch_script_two_machines(paths, launches, tmp_path):
 
 if __name__ == "__main__":  # the driver, started by _launch
     os.chdir(ROOT)
-    sys.exit(drive(sys.argv[1]))
+    from utils.distributed import exit_process
+
+    exit_process(drive(sys.argv[1]))

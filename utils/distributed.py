@@ -10,12 +10,14 @@ What accelerate / transformers / TRL do not do for us, each called from one plac
   before TrainingArguments sets up its devices fixes both. On a GPU machine nothing changes.
 - `shared_datasets` (main_train.build_trainer): `precompute_ref_log_probs` with several processes.
 - `prepare_final_save` (main_train.save_outputs): the final model saved whole under FSDP and ZeRO-3.
-- `end_processes` (main_train `__main__`): the process group destroyed before exit.
+- `exit_process` (main_train `__main__`): the process group destroyed, then a launched process ends without
+  the interpreter's teardown.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 
 
 def _env_true(name: str) -> bool:
@@ -115,3 +117,21 @@ def end_processes() -> None:
 
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def exit_process(code: int) -> None:
+    """End a launched process without the interpreter's teardown. With several DeepSpeed engines alive (PPO in
+    `full` mode under ZeRO-3: policy + critic, reference, reward models), a 2-process CPU run that had trained and
+    saved still aborted in teardown ("terminate called without an active exception", exit -6), after
+    destroy_process_group(); the launcher then reported the whole run as failed. Everything is written and
+    flushed by now; `atexit` handlers (experiment trackers) still run, only the C++ teardown is skipped.
+    Runs without DeepSpeed exit normally."""
+    end_processes()
+    if engine() != "deepspeed":
+        sys.exit(code)
+    import atexit
+
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
