@@ -88,8 +88,11 @@ def test_lora_reference_is_the_adapter_switched_off(tiny_dir, data_dir, tmp_path
             "--output_dir", tmp_path / "o", *FAST]
     lora, _ = _trainer(args + ["--train_mode", "lora"])
     assert lora.ref_model is None  # no second copy: TRL disables the adapter for reference log-probs
-    full, _ = _trainer(args + ["--train_mode", "full"])
+    full, _ = _trainer(args + ["--train_mode", "full", "--precompute_ref_log_probs", "false"])
     assert full.ref_model is not None and full.ref_model is not full.model
+    # Our default precomputes the reference log-probs from the untrained policy: no reference copy at all.
+    precomputed, _ = _trainer(args + ["--train_mode", "full"])
+    assert precomputed.args.precompute_ref_log_probs and precomputed.ref_model is None
 
 
 def _decoded_targets(batch, tok, mask_key):

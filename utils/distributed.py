@@ -65,7 +65,7 @@ def shared_datasets(config, train, evals):
     TRL 1.16 (DPO, KTO `_precompute_ref_logps`) writes the reference log-probs on rank 0 next to the dataset's
     cache files and every rank reads them back. An in-memory dataset (ours: utils/data.py builds them with
     `Dataset.from_dict`) has no cache files, so each rank looks in its own private temporary directory and
-    rank 1 fails with "FileNotFoundError: ... hf_datasets-XXXX/cache-....arrow". Saving the datasets once
+    rank 1 fails with "FileNotFoundError: ... hf_datasets-<random>/cache-<hash>.arrow". Saving the datasets once
     under `output_dir` (a directory every process sees, as checkpoints need anyway) gives them one.
     """
     if not getattr(config, "precompute_ref_log_probs", False) or config.world_size <= 1:

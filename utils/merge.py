@@ -17,7 +17,7 @@ import logging
 import os
 import sys
 
-from utils.errors import UserError
+from utils.errors import UserError, run_command
 
 log = logging.getLogger("merge")
 _DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -80,13 +80,7 @@ def merge(args) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
-    try:
-        merge(parse_args(sys.argv[1:] if argv is None else argv))
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_command(lambda a: merge(parse_args(a)), sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":

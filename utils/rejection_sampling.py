@@ -31,7 +31,7 @@ import sys
 
 import torch
 
-from utils.errors import UserError
+from utils.errors import UserError, run_command
 
 log = logging.getLogger("rejection_sampling")
 FILES = ("samples.jsonl", "best.jsonl", "pairs.jsonl")
@@ -382,13 +382,7 @@ def run(args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
-    try:
-        run(parse_args(sys.argv[1:] if argv is None else argv))
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_command(lambda a: run(parse_args(a)), sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":
