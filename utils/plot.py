@@ -1,0 +1,107 @@
+"""Training curves as PNG from any run's `trainer_state.json` (every method logs every step there).
+
+    python -m utils.plot OUTPUT_DIR [--out curves.png] [--keys loss reward ...]
+
+Without --keys, the panels are the run's loss, reward, accuracy, margin and KL curves (train and eval), in
+that order, up to six; learning rate, gradient norm, timings and token counts are left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import sys
+
+# Metrics worth a panel, and what is left out although it matches (spread, extremes, raw log-probs, timings).
+_WANTED = re.compile(r"loss|reward|accurac|margin|kl|score")
+_SKIP = re.compile(r"std|min|max|runtime|per_second|logps|logits|chosen|rejected|clip|frac_|num_|total_flos")
+_ORDER = ["loss", "reward", "score", "accurac", "margin", "kl"]
+MAX_PANELS = 6
+
+
+def load_history(output_dir: str) -> list[dict]:
+    path = os.path.join(output_dir, "trainer_state.json")
+    with open(path) as f:
+        return json.load(f)["log_history"]
+
+
+def curves(history: list[dict], keys: list[str] | None = None) -> dict[str, tuple[list[int], list[float]]]:
+    """{metric: (steps, values)} for the chosen keys (default: the interesting ones), finite values only."""
+    found: dict[str, tuple[list[int], list[float]]] = {}
+    for entry in history:
+        step = entry.get("step")
+        for key, value in entry.items():
+            if key == "step" or not isinstance(value, (int, float)) or isinstance(value, bool):
+                continue
+            if keys is None and (not _WANTED.search(key) or _SKIP.search(key) or key.startswith("train_")):
+                continue
+            if keys is not None and key not in keys:
+                continue
+            if step is not None and math.isfinite(value):
+                found.setdefault(key, ([], []))
+                found[key][0].append(step)
+                found[key][1].append(float(value))
+    if keys is not None:
+        return {k: found[k] for k in keys if k in found}
+
+    def rank(key: str) -> tuple[int, int, str]:
+        base = key.removeprefix("eval_")
+        kind = next((i for i, word in enumerate(_ORDER) if word in base), len(_ORDER))
+        return kind, key.startswith("eval_"), key
+
+    return {k: found[k] for k in sorted(found, key=rank)[:MAX_PANELS]}
+
+
+def plot_run(output_dir: str, out: str | None = None, title: str | None = None,
+             keys: list[str] | None = None) -> str:
+    """Draw one PNG with a panel per metric against the optimizer step; returns its path."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: works without a display
+    import matplotlib.pyplot as plt
+
+    data = curves(load_history(output_dir), keys)
+    if not data:
+        raise ValueError(f"{output_dir}/trainer_state.json has no logged metric to plot"
+                         + (f" among {keys}" if keys else ""))
+    cols = min(3, len(data))
+    rows = math.ceil(len(data) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
+    for ax, (key, (steps, values)) in zip(axes.flat, data.items()):
+        ax.plot(steps, values, marker="o" if len(steps) < 30 else None, markersize=3, linewidth=1.2)
+        ax.set_title(key, fontsize=10)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=8)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(data):]:
+        ax.axis("off")
+    fig.suptitle(title or os.path.basename(os.path.normpath(output_dir)), fontsize=11)
+    fig.tight_layout()
+    out = out or os.path.join(output_dir, "curves.png")
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("output_dir", help="a training run's output_dir (holds trainer_state.json)")
+    p.add_argument("--out", help="PNG path (default: OUTPUT_DIR/curves.png)")
+    p.add_argument("--keys", nargs="+", help="metric names from log_history to draw (default: loss, reward, "
+                                             "accuracy, margin, KL curves)")
+    p.add_argument("--title")
+    a = p.parse_args(argv)
+    try:
+        path = plot_run(a.output_dir, a.out, a.title, a.keys)
+    except (OSError, ValueError, KeyError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
