@@ -144,6 +144,8 @@ def build_trainer(method: Method, common: CommonArgs, config, tokenizer, train, 
     from utils.models import lora_config, load_model, resolve_dtype
 
     trust = getattr(config, "trust_remote_code", False)
+    if getattr(config, "assistant_only_loss", False) is None:  # SFT: see rlhf_args/sft.py
+        config.assistant_only_loss = "messages" in train.column_names
     dtype = resolve_dtype(common.model_dtype, config.bf16, config.fp16)
     model = load_model(common.model_name_or_path, tokenizer, head=method.head, train_mode=common.train_mode,
                        dtype=dtype, trust_remote_code=trust)

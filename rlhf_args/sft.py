@@ -1,7 +1,7 @@
 """SFT: TRL's SFTTrainer. Data: prompt + completion, messages, or text. Loss on completion /
 assistant tokens only (prompt tokens are masked)."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from trl import SFTConfig
 
@@ -11,5 +11,8 @@ from rlhf_args.base import OurDefaults
 @dataclass
 class SFTArgs(OurDefaults, SFTConfig):
     learning_rate: float = 2e-5
-    # For `messages` rows: train on the assistant turns only (the chat template marks them).
-    assistant_only_loss: bool = True
+    # None = decided by the data (main_train.build_trainer): on for `messages` rows, where the loss then covers the
+    # assistant turns only; off for prompt + completion rows (TRL masks the prompt itself, `completion_only_loss`)
+    # and `text` rows, for which TRL refuses the option.
+    assistant_only_loss: bool | None = field(
+        default=None, metadata={"help": "Loss on assistant turns only; default: on for `messages` data, else off."})

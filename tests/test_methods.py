@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import FAST, log_history, run_cli, run_main
+from conftest import FAST, log_history, run_cli, run_main, write_jsonl
 
 DATA = {"sft": "sft.jsonl", "reward": "reward.jsonl", "dpo": "pref.jsonl", "cpo": "pref.jsonl",
         "simpo": "pref.jsonl", "cposimpo": "pref.jsonl", "orpo": "pref.jsonl", "kto": "kto.jsonl"}
@@ -77,3 +77,20 @@ def test_cli_subprocess_and_yaml(tiny_dir, data_dir, tmp_path):
     assert sum("loss" in h for h in state) == 2
     args = torch.load(tmp_path / "yaml" / "training_args.bin", weights_only=False)
     assert args.loss_type == "simpo" and args.cpo_alpha == 0.0 and args.simpo_gamma == 0.3
+
+
+@pytest.mark.parametrize("rows", ["plain", "text"])
+def test_sft_plain_strings_train(rows, tiny_dir, data_dir, tmp_path):
+    """SFT on plain prompt + completion strings and on `text` rows (no chat template; assistant-only loss, our
+    default for `messages`, is not asked of them)."""
+    import json
+
+    data = data_dir / "sft_plain.jsonl"
+    if rows == "text":
+        plain = [json.loads(line) for line in data.read_text().splitlines()]
+        data = write_jsonl(tmp_path / "text.jsonl", [{"text": r["prompt"] + r["completion"]} for r in plain])
+    out = tmp_path / "out"
+    assert run_main("--rlhf_type", "SFT", "--train_mode", "lora", "--model_name_or_path", tiny_dir,
+                    "--train_data_path", data, "--output_dir", out, *FAST) == 0
+    losses = [h["loss"] for h in log_history(out) if "loss" in h]
+    assert len(losses) == 3 and all(math.isfinite(v) for v in losses)

@@ -96,7 +96,8 @@ def _direct_scores(rm_path, prompts, completions) -> list[float]:
     model = AutoModelForSequenceClassification.from_pretrained(rm_path).eval()
     out = []
     for p, c in zip(prompts, completions):
-        text = tok.apply_chat_template(p + c, tokenize=False)
+        # plain strings: as TRL's RewardTrainer trains on them, with EOS appended
+        text = tok.apply_chat_template(p + c, tokenize=False) if isinstance(p, list) else p + c + tok.eos_token
         with torch.no_grad():
             out.append(model(**tok(text, return_tensors="pt", add_special_tokens=False)).logits[0, 0].item())
     return out
@@ -147,8 +148,9 @@ def test_online_method_trains_with_reward_model_and_function(rlhf_type, mode, ti
 
 
 def test_reward_model_with_other_tokenizer_scores_the_text(tiny_dir, rl, tmp_path):
-    """Both reward paths (our RewardModelScorer for PPO, TRL's reward models as wired for RLOO / GRPO) give the
-    scores of the decoded text fed directly to the reward model, although the tokenizers differ."""
+    """The reward model scores, called by our PPO and by TRL's RLOO / GRPO as wired by main_train, are the scores
+    of the decoded text fed directly to the reward model, although the tokenizers differ; plain strings are
+    scored as the RewardTrainer trained on them (EOS appended)."""
     import main_train
     from utils.models import load_tokenizer
     from utils.rewards import RewardModelScorer
@@ -172,6 +174,15 @@ def test_reward_model_with_other_tokenizer_scores_the_text(tiny_dir, rl, tmp_pat
     ids = [policy_tok(c[0]["content"])["input_ids"] for c in completions]
     scores = trainer._calculate_rewards(rows, prompts, completions, ids)[:, 0].tolist()
     assert scores == pytest.approx(direct, abs=1e-5)
+
+    plain_prompts, plain = ["What is 2+3? ", "Say hello "], ["5", "hello there, friend"]
+    direct_plain = _direct_scores(rl["rm_other"], plain_prompts, plain)
+    rows = [{"prompt": p, "answer": "0"} for p in plain_prompts]
+    ids = [policy_tok(c)["input_ids"] for c in plain]
+    assert trainer._calculate_rewards(rows, plain_prompts, plain, ids)[:, 0].tolist() == \
+        pytest.approx(direct_plain, abs=1e-5)
+    without_eos = [RewardModelScorer(str(rl["rm_other"])).score_texts([p + c])[0] for p, c in zip(plain_prompts, plain)]
+    assert without_eos != pytest.approx(direct_plain, abs=1e-3)  # the EOS matters: the test can tell
 
 
 # ---------------------------------------------------------------------------------- learning

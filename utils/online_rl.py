@@ -4,10 +4,11 @@ critic, and a sample of completions written to `output_dir/completions.jsonl` by
 Reward sources, in this order (the order of `--reward_weights`): every `--reward_model_path`, then
 every `--reward_funcs`. A reward model scores the *decoded text* of prompt + completion, re-encoded
 with its own tokenizer and chat template, so it need not share the policy's tokenizer:
-- RLOO / GRPO hand TRL the loaded model and its tokenizer (`reward_processing_classes`); TRL then
-  does exactly that, and prepares the model for DeepSpeed (ZeRO-3 shards it) and the device.
-- PPO (ours) calls `utils.rewards.RewardModelScorer`, which does the same.
-tests/test_online_rl.py checks both against scoring the text directly, with two different tokenizers."""
+every method calls `utils.rewards.RewardModelScorer` as a reward function, so that all of them read a score
+where the reward model was trained to give one (TRL's RewardTrainer appends EOS to plain-string rows; TRL's
+RLOO / GRPO would score a reward model on plain text without it), and `place_reward_models` puts its model
+on the device or, under DeepSpeed, in an inference engine (ZeRO-3 shards it), as TRL does for its own.
+tests/test_online_rl.py checks the scores against scoring the text directly, with two different tokenizers."""
 
 from __future__ import annotations
 
@@ -40,10 +41,26 @@ def _finite(x):
     return None if x != x else x  # NaN (a reward function returned None) is not valid JSON
 
 
+def place_reward_models(trainer) -> None:
+    """Every RewardModelScorer's model on the trainer's device, or in a DeepSpeed inference engine (sharded under
+    ZeRO-3), as TRL places the reward models it is given."""
+    from trl.models import prepare_deepspeed
+
+    for f in trainer.reward_funcs:
+        if isinstance(getattr(f, "model", None), nn.Module):
+            f.model = (prepare_deepspeed(f.model, trainer.accelerator) if trainer.is_deepspeed_enabled
+                       else f.model.to(trainer.accelerator.device))
+
+
 class CompletionsToFile:
-    """Mixin over TRL's RLOO / GRPO trainers: after each training log, the completions TRL collected for
-    its own completion tables (`self._logs`, filled whether or not `log_completions` is on) are written
-    to completions.jsonl, then dropped so that the next log only writes newer ones."""
+    """Mixin over TRL's RLOO / GRPO trainers: reward models placed (`place_reward_models`); after each training
+    log, the completions TRL collected for its own completion tables (`self._logs`, filled whether or not
+    `log_completions` is on) are written to completions.jsonl, then dropped so that the next log only writes
+    newer ones."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        place_reward_models(self)
 
     def log(self, logs, start_time=None):
         super().log(logs, start_time)
@@ -117,12 +134,11 @@ def _functions(common) -> list:
 
 
 def reward_kwargs(common, config, tokenizer, dtype) -> dict:
-    """Method.extras for RLOO / GRPO: `reward_funcs` (reward models, then checked Python functions) and
-    `reward_processing_classes` (each reward model's own tokenizer; None for functions)."""
+    """Method.extras for RLOO / GRPO: `reward_funcs`, reward models (RewardModelScorer, each with its own
+    tokenizer) then checked Python functions."""
     functions = _functions(common)  # imported first: a bad module fails in seconds, before any model loads
     scorers = [RewardModelScorer(path, dtype, config.trust_remote_code) for path in common.reward_model_path]
-    return {"reward_funcs": [s.model for s in scorers] + functions,
-            "reward_processing_classes": [s.tokenizer for s in scorers] + [None] * len(functions)}
+    return {"reward_funcs": scorers + functions}
 
 
 def ppo_kwargs(common, config, tokenizer, dtype) -> dict:

@@ -37,7 +37,7 @@ from trl.models import prepare_deepspeed, unwrap_model_for_generation
 from trl.trainer.utils import (RepeatSampler, disable_dropout_in_model, entropy_from_logits, identity,
                                selective_log_softmax)
 
-from utils.online_rl import ValueModel, build_critic, write_completions
+from utils.online_rl import ValueModel, build_critic, place_reward_models, write_completions
 from utils.ppo_math import (clipped_policy_loss, clipped_value_loss, explained_variance, gae_advantages,
                             kl_penalty_rewards, masked_mean, whiten)
 
@@ -132,10 +132,7 @@ class PPOTrainer(Trainer):
         if self.ref_model is not None:
             self.ref_model = (prepare_deepspeed(self.ref_model, self.accelerator) if self.is_deepspeed_enabled
                               else self.ref_model.to(device))
-        for f in self.reward_funcs:  # reward models (utils.rewards.RewardModelScorer): on the device, or sharded
-            if isinstance(getattr(f, "model", None), nn.Module):
-                f.model = (prepare_deepspeed(f.model, self.accelerator) if self.is_deepspeed_enabled
-                           else f.model.to(device))
+        place_reward_models(self)
         self._metrics = defaultdict(list)
         self._buffer, self._order, self._micro = None, None, None
         self._episodes, self._start = 0, time.time()

@@ -54,8 +54,10 @@ class RewardModelScorer:
                     raise UserError(f"The reward model at {self.path!r} has no chat template, but the prompts are "
                                     "conversations; give it a tokenizer with a chat template or use plain-string data.")
                 out.append(self.tokenizer.apply_chat_template(messages, tokenize=False))
-            else:
-                out.append(p + _as_text(c))
+            else:  # plain strings: TRL's RewardTrainer trained on text + EOS, so the score is read at the EOS
+                text = p + _as_text(c)
+                eos = self.tokenizer.eos_token
+                out.append(text if not eos or text.endswith(eos) else text + eos)
         return out
 
     @torch.no_grad()
