@@ -72,16 +72,18 @@ def main() -> None:
     rlhf_type = sys.argv[sys.argv.index("--rlhf_type") + 1]
     config_spec, trainer_spec, ours_spec = TRL[rlhf_type]
     config_cls = _load(config_spec)
-    # bf16=False at parse time: TRL's default (on) makes the config refuse to build on a CPU.
-    bare, config = HfArgumentParser([Bare, config_cls]).parse_args_into_dataclasses(sys.argv[1:] + ["--bf16", "false"])
     given = {a[2:] for a in sys.argv if a.startswith("--")}
     values = our_values(config_cls, _load(ours_spec))
-    if bare.defaults == "trl":  # TRL's defaults, but the method's own loss (SimPO is CPOTrainer + these)
-        values = {k: v for k, v in values.items() if k in LOSS_FIELDS}
-    values = {k: v for k, v in values.items() if k not in given}  # the job's flags win
-    if "gradient_checkpointing" in values:  # the deprecated alias is ignored by replace() once the new name is set
-        values["activation_checkpointing"] = values["gradient_checkpointing"]
-    config = dataclasses.replace(config, bf16=False, **values)
+    if "--defaults" in sys.argv and sys.argv[sys.argv.index("--defaults") + 1] == "trl":
+        values = {k: v for k, v in values.items() if k in LOSS_FIELDS}  # TRL's defaults, the method's own loss
+    # Our values become flags (the job's own flags win), so that TRL's __post_init__ sees them as a user's would.
+    # bf16 false: TRL's default (on) makes the config refuse to build on a CPU.
+    argv = sys.argv[1:] + ["--bf16", "false"]
+    for key, value in values.items():
+        if key not in given and value is not None:
+            items = value if isinstance(value, list) else [value]
+            argv += [f"--{key}", *[str(v).lower() if isinstance(v, bool) else str(v) for v in items]]
+    bare, config = HfArgumentParser([Bare, config_cls]).parse_args_into_dataclasses(argv)
 
     tokenizer = AutoTokenizer.from_pretrained(bare.model_name_or_path)
     if rlhf_type == "Reward":

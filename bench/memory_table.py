@@ -110,7 +110,11 @@ def main() -> int:
     p.add_argument("--size", default="0.2M")
     p.add_argument("--steps", type=int, default=6)
     p.add_argument("--results", default=str(OUT / "memory.jsonl"))
+    p.add_argument("--table", action="store_true", help="only print the table of the rows in --results")
     a = p.parse_args()
+    if a.table:
+        print(table([json.loads(line) for line in open(a.results)]))
+        return 0
     jobs.build()
     rows = []
     with open(a.results, "a") as f:

@@ -10,6 +10,7 @@ the machine (another job on the 2 cores) hits every variant alike:
   bare-same  bench/bare_trl.py, TRL trainer called directly, with the values our defaults resolve to
   bare-trl   bench/bare_trl.py with TRL's defaults (bf16 off, or TRL refuses to start on a CPU)
   ppo-ours / ppo-trl111   our PPO and TRL 1.11's (bench/ppo_trl111.py in bench/.venv-trl111), same settings
+  "wrapper:FLAGS"  an ablation, e.g. --variants wrapper "wrapper:--gradient_checkpointing true" bare-trl
 
 Each run goes through bench/timed.py (step-end timestamps, peak RSS). Reported per run: seconds per step =
 median step time after `--warmup` steps (PPO: per rollout + its num_ppo_epochs optimizer steps), tokens per
@@ -74,15 +75,16 @@ def command(variant: str, method: str, size: str, steps: int, out: Path) -> list
                 str(OUT / "data" / "prompt.jsonl"), "--output_dir", str(out / "run"), "--per_device_train_batch_size",
                 str(jobs.BATCH), "--max_steps", str(n * PPO["epochs"]), "--num_ppo_epochs", str(PPO["epochs"]),
                 "--max_new_tokens", str(jobs.COMPLETION_TOKENS), "--learning_rate", "1e-5", "--seed", "0",
-                "--save_strategy", "no", "--disable_tqdm", "true", "--gradient_checkpointing", "false"]
+                "--save_strategy", "no", "--disable_tqdm", "true", "--gradient_checkpointing", "false",
+                *variant.partition(":")[2].split()]  # "ppo-ours:FLAGS": an ablation
     flags = jobs.job_flags(method, size, steps, out / "run")
-    if variant == "wrapper":
-        return [PY, *timed, str(ROOT / "main_train.py"), *flags]
+    if variant.startswith("wrapper"):  # "wrapper" or an ablation "wrapper:--flag value ..." (one default undone)
+        return [PY, *timed, str(ROOT / "main_train.py"), *flags, *variant.partition(":")[2].split()]
     return [PY, *timed, str(ROOT / "bench" / "bare_trl.py"), "--defaults", variant.split("-")[1], *flags]
 
 
 def run_one(variant, method, size, steps, warmup, peak, threads, round_) -> dict:
-    out = OUT / "runs" / f"{method}-{size}-{variant}"
+    out = OUT / "runs" / f"{method}-{size}-{variant.replace(':', '').replace(' ', '').replace('--', '-')}"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     # A fresh datasets cache per run: tokenized data and precomputed reference log-probs are never reused from an
@@ -99,11 +101,18 @@ def run_one(variant, method, size, steps, warmup, peak, threads, round_) -> dict
         t = json.loads((out / "timing.json").read_text())
     except OSError:
         return row
+    if proc.returncode != 0 or t["train_begin"] is None:
+        return row
     ends = t["step_ends"]
-    every = PPO["epochs"] if variant == "ppo-ours" else 1  # ours: an update is epochs optimizer steps
+    every = PPO["epochs"] if variant.startswith("ppo-ours") else 1  # ours: an update is epochs optimizer steps
     marks = [t["train_begin"]] + ends[every - 1::every]
-    times = [b - a for a, b in zip(marks, marks[1:])][warmup if not variant.startswith("ppo") else 1:]
+    skip = warmup if not variant.startswith("ppo") else 1
+    times = [b - a for a, b in zip(marks, marks[1:])][skip:]
     sec = statistics.median(times) if times else float("nan")
+    # The same per step in CPU seconds of the run's process (1 thread): what the step costs, whatever else the
+    # machine is doing at the time. Ratios are given both ways in bench/RESULTS.md.
+    cpu_marks = [t["cpu_begin"]] + t["step_cpu"][every - 1::every]
+    cpu = [b - a for a, b in zip(cpu_marks, cpu_marks[1:])][skip:]
     # Batch rows x tokens per row (RLOO / GRPO: 4 completions of one prompt; PPO: the rollout's 4 prompts, each
     # trained on num_ppo_epochs times: policy FLOPs only, the critic's are not counted).
     tokens = jobs.BATCH * jobs.seq_tokens("RLOO" if variant.startswith("ppo") else method)
@@ -114,7 +123,10 @@ def run_one(variant, method, size, steps, warmup, peak, threads, round_) -> dict
     row.update(tokens_per_step=round(tokens), s_per_step=round(sec, 4), tokens_per_s=round(tokens / sec, 1),
                peak_rss_mb=round(t["peak_rss_mb"], 1), above_base_mb=round(t["peak_rss_mb"] - t["base_rss_mb"], 1),
                startup_s=round(t["train_begin"] - launch, 2),
-               mfu=round(flops / 1e9 / peak, 4), step_times=[round(x, 3) for x in times])
+               mfu=round(flops / 1e9 / peak, 4), model_gflops=round(flops / 1e9, 2),
+               cpu_s_per_step=round(statistics.median(cpu), 4) if cpu else None,
+               cpu_tokens_per_s=round(tokens / statistics.median(cpu), 1) if cpu else None,
+               step_times=[round(x, 3) for x in times])
     return row
 
 
@@ -129,6 +141,7 @@ def main() -> int:
     # One thread: with another job on this 2-core machine, two OpenMP threads stall at every barrier when one
     # core is taken (steps 3-15x slower, erratic); one thread measures the same code steadily.
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--first_round", type=int, default=0, help="number of the first round (to add rounds later)")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--results", default=str(OUT / "results.jsonl"))
     a = p.parse_args()
@@ -143,11 +156,11 @@ def main() -> int:
         for method in a.methods:
             if method == "PPO":
                 if has111:
-                    plan.append((method, size, ["ppo-ours", "ppo-trl111"]))
+                    plan.append((method, size, ["ppo-ours", "ppo-trl111"] + [v for v in a.variants if v.startswith("ppo")]))
             else:
                 plan.append((method, size, list(a.variants)))
     with open(a.results, "a") as f:
-        for r in range(a.rounds):
+        for r in range(a.first_round, a.first_round + a.rounds):
             for method, size, variants in plan:
                 k = r % len(variants)
                 for v in variants[k:] + variants[:k]:  # rotate who goes first

@@ -28,6 +28,8 @@ class _Record:
     step_ends: list[float] = []
     steps: list[int] = []
     base_rss_mb: float | None = None
+    cpu_begin: float | None = None
+    step_cpu: list[float] = []
 
 
 def _install() -> None:
@@ -37,9 +39,11 @@ def _install() -> None:
     class StepTimer(TrainerCallback):
         def on_train_begin(self, args, state, control, **kwargs):
             _Record.train_begin = time.time()
+            _Record.cpu_begin = time.process_time()
 
         def on_step_end(self, args, state, control, **kwargs):
             _Record.step_ends.append(time.time())
+            _Record.step_cpu.append(time.process_time())  # CPU seconds of this process: blind to other jobs' load
             _Record.steps.append(state.global_step)
 
     # RSS once torch and transformers are loaded, before the script runs: the floor every run pays, so that
@@ -61,7 +65,8 @@ def _write(path: str) -> None:
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # Linux: kilobytes
     with open(path, "w") as f:
         json.dump({"t_import": T_IMPORT, "train_begin": _Record.train_begin, "step_ends": _Record.step_ends,
-                   "steps": _Record.steps, "t_exit": time.time(), "peak_rss_mb": peak_kb / 1024,
+                   "steps": _Record.steps, "cpu_begin": _Record.cpu_begin, "step_cpu": _Record.step_cpu,
+                   "t_exit": time.time(), "peak_rss_mb": peak_kb / 1024,
                    "base_rss_mb": _Record.base_rss_mb}, f)
 
 

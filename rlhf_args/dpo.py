@@ -15,5 +15,5 @@ class DPOArgs(OurDefaults, DPOConfig):
     learning_rate: float = 5e-6
     beta: float = 0.1
     # Reference log-probs computed once before training, then no reference model is kept (full mode) and no
-    # reference forward runs per step: see bench/RESULTS.md for the measured gain.
+    # reference forward runs per step: 1.36x tokens/s, -1.4 % peak RSS (bench/RESULTS.md, 3.5M params, full).
     precompute_ref_log_probs: bool = True

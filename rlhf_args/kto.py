@@ -15,5 +15,5 @@ class KTOArgs(OurDefaults, KTOConfig):
     beta: float = 0.1
     per_device_train_batch_size: int = 4
     # Reference log-probs computed once before training, then no reference model is kept (full mode) and no
-    # reference forward runs per step: see bench/RESULTS.md for the measured gain.
+    # reference forward runs per step: 1.50x tokens/s, -2.5 % peak RSS (bench/RESULTS.md, 3.5M params, full).
     precompute_ref_log_probs: bool = True
