@@ -24,7 +24,8 @@ from rlhf_args.base import OurDefaults
 @dataclass
 class PPOArgs(OurDefaults, TrainingArguments):
     learning_rate: float = field(default=3e-6, metadata={"help": "AdamW learning rate, policy and critic."})
-    # bf16 where the hardware has it (OurDefaults); gradient checkpointing off, as for every method (OurDefaults).
+    # bf16 where the hardware has it; gradient checkpointing off as for every method (OurDefaults): 1.15x faster
+    # per PPO update than on, for +11 % peak RSS (bench/RESULTS.md, 3.5M params).
     bf16: bool | None = None
     # The prompts and every extra column (e.g. `answer`) must reach the reward functions.
     remove_unused_columns: bool | None = False
