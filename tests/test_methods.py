@@ -14,7 +14,7 @@ from conftest import FAST, log_history, run_cli, run_main, write_jsonl
 DATA = {"sft": "sft.jsonl", "reward": "reward.jsonl", "dpo": "pref.jsonl", "cpo": "pref.jsonl",
         "simpo": "pref.jsonl", "cposimpo": "pref.jsonl", "orpo": "pref.jsonl", "kto": "kto.jsonl"}
 CASES = [(m, mode) for m in DATA for mode in ("full", "lora")]
-CASES += [("sft", "qlora"), ("dpo", "qlora"), ("dpo", "dora"), ("reward", "dora")]
+CASES += [("sft", "qlora"), ("dpo", "qlora"), ("reward", "qlora"), ("dpo", "dora"), ("reward", "dora")]
 
 
 def _reload(out, rlhf_type, mode):

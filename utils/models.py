@@ -109,8 +109,27 @@ def load_model(path: str, tokenizer, *, head: str = "causal", train_mode: str = 
         raise UserError(f"Could not load the model at {path!r}: {e}") from e
     if train_mode == "qlora":
         guard_bnb_cpu_inference(model)
+        if head == "score":
+            follow_weight_dtype(model.score)
     repair_pad_token(model, tokenizer)
     return model
+
+
+def follow_weight_dtype(module) -> None:
+    """The module computes in its weights' dtype and returns the caller's. TRL 1.16 casts every trainable parameter
+    of a quantized model to bf16 (the QLoRA paper's adapters); a reward model's score head, trained in full beside
+    the adapter, then met hidden states in the compute dtype (fp32 on CPU) and failed with "expected m1 and m2 to
+    have the same dtype". The hooks go with the head into peft's trainable copy (modules_to_save)."""
+
+    def cast_in(mod, args):
+        mod._caller_dtype = args[0].dtype
+        return (args[0].to(mod.weight.dtype), *args[1:])
+
+    def cast_out(mod, args, output):
+        return output.to(mod._caller_dtype)
+
+    module.register_forward_pre_hook(cast_in)
+    module.register_forward_hook(cast_out)
 
 
 def guard_bnb_cpu_inference(model) -> None:
