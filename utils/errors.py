@@ -1,4 +1,7 @@
-"""The one exception type for user mistakes: main_train prints its message and exits with code 2."""
+"""The one exception type for user mistakes (main_train and the module commands print its message and exit
+with code 2), and the parser and `main` those commands share."""
+
+import argparse
 
 
 class UserError(Exception):
@@ -18,3 +21,14 @@ def run_command(work, argv: list[str]) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+class CommandParser(argparse.ArgumentParser):
+    """argparse for `python -m utils.X` commands: a bad flag is a UserError naming `--help`, and the module's
+    docstring is the description as written."""
+
+    def __init__(self, prog: str, description: str | None = None):
+        super().__init__(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    def error(self, message):
+        raise UserError(f"{message}. Run `{self.prog} --help` for every option.")

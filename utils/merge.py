@@ -17,20 +17,14 @@ import logging
 import os
 import sys
 
-from utils.errors import UserError, run_command
+from utils.errors import CommandParser, UserError, run_command
 
 log = logging.getLogger("merge")
 _DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UserError(f"{message}. Run `python -m utils.merge --help` for every option.")
-
-
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = _Parser(prog="python -m utils.merge", description=__doc__,
-                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = CommandParser("python -m utils.merge", __doc__)
     p.add_argument("--adapter", required=True, help="Adapter directory (adapter_config.json + weights).")
     p.add_argument("--base", help="Base model; default: base_model_name_or_path in adapter_config.json.")
     p.add_argument("--output", required=True, help="Directory for the merged model and tokenizer.")

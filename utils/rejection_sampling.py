@@ -31,7 +31,7 @@ import sys
 
 import torch
 
-from utils.errors import UserError, run_command
+from utils.errors import CommandParser, UserError, run_command
 
 log = logging.getLogger("rejection_sampling")
 FILES = ("samples.jsonl", "best.jsonl", "pairs.jsonl")
@@ -41,14 +41,8 @@ SAMPLING_KEYS = ("model_name_or_path", "base_model_name_or_path", "train_data_pa
                  "top_k", "batch_size", "seed", "dtype", "load_in_4bit")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UserError(f"{message}. Run `python -m utils.rejection_sampling --help` for every option.")
-
-
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = _Parser(prog="python -m utils.rejection_sampling", description=__doc__,
-                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = CommandParser("python -m utils.rejection_sampling", __doc__)
     p.add_argument("--model_name_or_path", required=True, help="Model to sample from, or a LoRA adapter directory.")
     p.add_argument("--base_model_name_or_path", help="Base of a LoRA adapter (default: the one its config names).")
     p.add_argument("--train_data_path", required=True, help="JSONL of prompts (`prompt`; other columns go to "
