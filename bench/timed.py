@@ -13,6 +13,8 @@ rank writes OUT.json.rankN.
 from __future__ import annotations
 
 import atexit
+import importlib.abc
+import importlib.util
 import json
 import os
 import resource
@@ -32,11 +34,8 @@ class _Record:
     step_cpu: list[float] = []
 
 
-def _install() -> None:
-    from transformers import TrainerCallback
-    from transformers.trainer_callback import CallbackHandler
-
-    class StepTimer(TrainerCallback):
+def _patch(trainer_callback) -> None:
+    class StepTimer(trainer_callback.TrainerCallback):
         def on_train_begin(self, args, state, control, **kwargs):
             _Record.train_begin = time.time()
             _Record.cpu_begin = time.process_time()
@@ -46,16 +45,43 @@ def _install() -> None:
             _Record.step_cpu.append(time.process_time())  # CPU seconds of this process: blind to other jobs' load
             _Record.steps.append(state.global_step)
 
-    # RSS once torch and transformers are loaded, before the script runs: the floor every run pays, so that
-    # peak - base is what the models, optimizer, activations and data cost.
-    with open("/proc/self/statm") as f:
-        _Record.base_rss_mb = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
-    original = CallbackHandler.__init__
+    handler = trainer_callback.CallbackHandler
+    original = handler.__init__
 
     def patched(self, callbacks, *args, **kwargs):
         original(self, list(callbacks or []) + [StepTimer()], *args, **kwargs)
 
-    CallbackHandler.__init__ = patched
+    handler.__init__ = patched
+
+
+class _PatchOnImport(importlib.abc.MetaPathFinder):
+    """Patches `transformers.trainer_callback` when the script imports it: importing it here would import peft
+    and bitsandbytes into runs that never would (main_train.hide_unused_bitsandbytes), i.e. measure our imports."""
+
+    def find_spec(self, name, path, target=None):
+        if name != "transformers.trainer_callback":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        exec_module = spec.loader.exec_module
+
+        def exec_and_patch(module):
+            exec_module(module)
+            _patch(module)
+
+        spec.loader.exec_module = exec_and_patch
+        return spec
+
+
+def _install() -> None:
+    import torch  # noqa: F401
+    import transformers  # noqa: F401  (lazy: the top-level package only)
+
+    # RSS once torch and transformers are loaded, before the script runs: the floor every run pays, so that
+    # peak - base is what the models, optimizer, activations and data cost.
+    with open("/proc/self/statm") as f:
+        _Record.base_rss_mb = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+    sys.meta_path.insert(0, _PatchOnImport())
 
 
 def _write(path: str) -> None:

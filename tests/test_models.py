@@ -148,3 +148,29 @@ def test_resume_from_checkpoint(tiny_dir, data_dir, tmp_path):
     a = {h["step"]: h["loss"] for h in log_history(full_run) if "loss" in h}
     b = {h["step"]: h["loss"] for h in log_history(resumed) if "loss" in h}
     assert a[3] == pytest.approx(b[3], rel=1e-5) and a[4] == pytest.approx(b[4], rel=1e-5)
+
+
+def test_bitsandbytes_hidden_unless_needed(tiny_dir, tmp_path):
+    """The CLI imports bitsandbytes (and with it torch's compiler) only for runs that can need it."""
+    import subprocess
+    import sys
+
+    from conftest import ENV, ROOT
+
+    quantized = tmp_path / "q"
+    quantized.mkdir()
+    (quantized / "config.json").write_text(json.dumps({"quantization_config": {"load_in_4bit": True}}))
+    probe = ("import sys, main_train\n"
+             "hidden = main_train.hide_unused_bitsandbytes(sys.argv[1:])\n"
+             "import peft, transformers.utils.import_utils as iu\n"
+             "print(hidden, 'bitsandbytes' in sys.modules and sys.modules['bitsandbytes'] is not None,"
+             " iu.is_bitsandbytes_available())\n")
+    cases = {("--train_mode", "lora", "--model_name_or_path", str(tiny_dir)): "True False False",
+             ("--train_mode", "qlora"): "False True True",
+             ("--optim", "paged_adamw_8bit"): "False True True",
+             ("--model_name_or_path", str(quantized)): "False True True"}
+    for argv, expected in cases.items():
+        proc = subprocess.run([sys.executable, "-c", probe, *argv], cwd=ROOT, env=ENV, capture_output=True,
+                              text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.split("\n")[-2] == expected, (argv, proc.stdout)
