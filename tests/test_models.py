@@ -160,8 +160,8 @@ def test_bitsandbytes_hidden_unless_needed(tiny_dir, tmp_path):
     quantized = tmp_path / "q"
     quantized.mkdir()
     (quantized / "config.json").write_text(json.dumps({"quantization_config": {"load_in_4bit": True}}))
-    probe = ("import sys, main_train\n"
-             "hidden = main_train.hide_unused_bitsandbytes(sys.argv[1:])\n"
+    probe = ("import sys, utils.imports\n"
+             "hidden = utils.imports.hide_unused_bitsandbytes(sys.argv[1:])\n"
              "import peft, transformers.utils.import_utils as iu\n"
              "print(hidden, 'bitsandbytes' in sys.modules and sys.modules['bitsandbytes'] is not None,"
              " iu.is_bitsandbytes_available())\n")

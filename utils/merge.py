@@ -78,4 +78,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from utils.imports import hide_unused_bitsandbytes
+
+    hide_unused_bitsandbytes(sys.argv[1:])
     sys.exit(main())
