@@ -56,7 +56,7 @@ def _patch(trainer_callback) -> None:
 
 class _PatchOnImport(importlib.abc.MetaPathFinder):
     """Patches `transformers.trainer_callback` when the script imports it: importing it here would import peft
-    and bitsandbytes into runs that never would (main_train.hide_unused_bitsandbytes), i.e. measure our imports."""
+    and bitsandbytes into runs that never would (utils.imports.hide_unused_bitsandbytes), i.e. measure our imports."""
 
     def find_spec(self, name, path, target=None):
         if name != "transformers.trainer_callback":

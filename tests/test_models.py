@@ -160,6 +160,8 @@ def test_bitsandbytes_hidden_unless_needed(tiny_dir, tmp_path):
     quantized = tmp_path / "q"
     quantized.mkdir()
     (quantized / "config.json").write_text(json.dumps({"quantization_config": {"load_in_4bit": True}}))
+    yaml = tmp_path / "run.yaml"  # a YAML config naming that directory
+    yaml.write_text(f"rlhf_type: dpo\ntrain_mode: lora\nmodel_name_or_path: '{quantized}'\n")
     probe = ("import sys, utils.imports\n"
              "hidden = utils.imports.hide_unused_bitsandbytes(sys.argv[1:])\n"
              "import peft, transformers.utils.import_utils as iu\n"
@@ -168,7 +170,8 @@ def test_bitsandbytes_hidden_unless_needed(tiny_dir, tmp_path):
     cases = {("--train_mode", "lora", "--model_name_or_path", str(tiny_dir)): "True False False",
              ("--train_mode", "qlora"): "False True True",
              ("--optim", "paged_adamw_8bit"): "False True True",
-             ("--model_name_or_path", str(quantized)): "False True True"}
+             ("--model_name_or_path", str(quantized)): "False True True",
+             (str(yaml),): "False True True"}
     for argv, expected in cases.items():
         proc = subprocess.run([sys.executable, "-c", probe, *argv], cwd=ROOT, env=ENV, capture_output=True,
                               text=True, timeout=300)

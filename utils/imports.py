@@ -13,14 +13,18 @@ _BNB_HINTS = ("qlora", "bnb", "bitsandbytes", "4bit", "8bit", "paged", "lion", "
 def hide_unused_bitsandbytes(argv: list[str]) -> bool:
     """peft imports bitsandbytes whenever it is installed, and bitsandbytes imports torch's compiler: 1.3 s and
     ~50 MB of resident memory in every process (bench/RESULTS.md, PPO). A CLI run that names nothing needing it
-    (arguments, a YAML config, or the config.json of a model directory given) runs as if it were not installed."""
+    (in its arguments, its YAML config, or the config.json of a model directory either names) runs as if it were
+    not installed: a run that does need it always names it (qlora, an 8-bit optimizer, a quantized checkpoint)."""
     texts = list(argv)
-    for arg in argv:
-        for path in (arg, os.path.join(arg, "config.json")):
-            if path.endswith((".yaml", ".yml", "config.json")) and os.path.isfile(path):
-                with open(path, errors="replace") as f:
-                    texts.append(f.read())
+    words = lambda: [w.strip("'\"") for text in texts for w in text.split()]  # noqa: E731
+    texts += [_read(w) for w in words() if w.endswith((".yaml", ".yml")) and os.path.isfile(w)]  # a YAML config
+    texts += [_read(c) for c in {os.path.join(w, "config.json") for w in words()} if os.path.isfile(c)]  # model dirs
     if any(hint in text.lower() for text in texts for hint in _BNB_HINTS):
         return False
     sys.modules.setdefault("bitsandbytes", None)  # find_spec() -> None: "not installed" to peft and transformers
     return True
+
+
+def _read(path: str) -> str:
+    with open(path, errors="replace") as f:
+        return f.read()
