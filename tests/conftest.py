@@ -41,6 +41,14 @@ def log_history(output_dir) -> list[dict]:
 
 
 # ------------------------------------------------------------------------------ synthetic tasks
+def _pair_row(prompt: str, chosen: str, rejected: str, conversational: bool) -> dict:
+    """One preference row, conversational (message lists) or plain strings (the prompt ends with a space)."""
+    if conversational:
+        return {"prompt": [{"role": "user", "content": prompt}], "chosen": [{"role": "assistant", "content": chosen}],
+                "rejected": [{"role": "assistant", "content": rejected}]}
+    return {"prompt": prompt + " ", "chosen": chosen, "rejected": rejected}
+
+
 def addition_pairs(n: int, seed: int = 0, conversational: bool = True):
     """Preference pairs on two-number addition: chosen is the right sum, rejected a wrong one."""
     rng = random.Random(seed)
@@ -49,12 +57,7 @@ def addition_pairs(n: int, seed: int = 0, conversational: bool = True):
         a, b = rng.randint(0, 20), rng.randint(0, 20)
         wrong = a + b + rng.choice([-3, -2, -1, 1, 2, 3])
         prompt, chosen, rejected = f"What is {a}+{b}?", f"{a + b}", f"{wrong}"
-        if conversational:
-            rows.append({"prompt": [{"role": "user", "content": prompt}],
-                         "chosen": [{"role": "assistant", "content": chosen}],
-                         "rejected": [{"role": "assistant", "content": rejected}]})
-        else:
-            rows.append({"prompt": prompt + " ", "chosen": chosen, "rejected": rejected})
+        rows.append(_pair_row(prompt, chosen, rejected, conversational))
     return rows
 
 
@@ -70,12 +73,7 @@ def style_pairs(n: int, seed: int = 0, conversational: bool = True):
     for _ in range(n):
         prompt = " ".join(rng.sample(["what", "is", "the", "way", "home", "water", "time", "day", "year"], 4)) + "?"
         chosen, rejected = " ".join(rng.sample(GOOD, 3)), " ".join(rng.sample(BAD, 3))
-        if conversational:
-            rows.append({"prompt": [{"role": "user", "content": prompt}],
-                         "chosen": [{"role": "assistant", "content": chosen}],
-                         "rejected": [{"role": "assistant", "content": rejected}]})
-        else:
-            rows.append({"prompt": prompt + " ", "chosen": chosen, "rejected": rejected})
+        rows.append(_pair_row(prompt, chosen, rejected, conversational))
     return rows
 
 
