@@ -10,14 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from utils.models import DTYPE_HELP, DTYPES
+
 TRAIN_MODES = ("full", "lora", "qlora")
 
 
 @dataclass
 class CommonArgs:
     rlhf_type: str = field(
-        metadata={"help": "Method: SFT, Reward, DPO, CPO, SimPO, CPOSimPO, ORPO, KTO, RLOO, GRPO, PPO, GKD "
-                          "(case-insensitive)."}
+        metadata={"help": "Method (case-insensitive); `python main_train.py --help` lists them."}
     )
     model_name_or_path: str = field(metadata={"help": "Policy (student) model: a local directory or hub id."})
     train_data_path: str = field(
@@ -50,7 +51,4 @@ class CommonArgs:
         default_factory=list,
         metadata={"help": "Python reward functions as `module:function` or `path/to/file.py:function`."},
     )
-    model_dtype: str = field(
-        default="auto", metadata={"help": "Weights dtype when loading: auto (bf16 if --bf16, fp16 if --fp16, "
-                                           "else fp32) | float32 | bfloat16 | float16."}
-    )
+    dtype: str = field(default="auto", metadata={"help": DTYPE_HELP, "choices": DTYPES})

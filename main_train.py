@@ -1,107 +1,123 @@
-"""One entry point for every method: parse, validate, load data, build models, pick the trainer,
-train, save.
+"""One entry point for every method, in two phases.
 
     python main_train.py --rlhf_type DPO --train_mode lora --model_name_or_path PATH \
         --train_data_path data.jsonl --output_dir out [any field of the method's TRL config]
-    python main_train.py run.yaml          # the same options as a YAML mapping
-    python main_train.py --rlhf_type DPO --help   # every option of one method
+    python main_train.py --config run.yaml [--flag value ...]   # the file's options; flags win over it
+    python main_train.py --rlhf_type DPO --help                  # every option of one method
 
-User mistakes (bad flag, file, field, combination) print one paragraph and exit with code 2 before
-anything heavy is loaded and before `output_dir` is created.
+1. Check, reading nothing but configs and tokenizers: flags, paths, every data row, the method's own rules,
+   reward functions imported and counted, teacher / critic / reward-model tokenizers. A mistake is one
+   paragraph and exit code 2, before any weights load and before output_dir is created.
+2. Build and train: the models loaded, the method's trainer built and run, the result saved.
+
+Nothing here names a method: what is particular to one is declared in its `rlhf_args/<method>.py`.
 """
 
 from __future__ import annotations
 
-import argparse
-import difflib
-import json
 import logging
 import os
 import sys
+from dataclasses import dataclass
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
-from common_args import TRAIN_MODES, CommonArgs  # noqa: E402
-from rlhf_args import METHODS, Method, method_names  # noqa: E402
+from utils import cli  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 
 log = logging.getLogger("main_train")
 EXIT_USER_ERROR, EXIT_NON_FINITE = 2, 3
+RENAMED = {"model_dtype": "dtype"}  # old flag -> new; the old name works for one more release
+MORE_HELP = "Every option of one method, with its TRL config fields: python main_train.py --rlhf_type TYPE --help"
 
 
-# ----------------------------------------------------------------------------------------- parsing
-def _yaml_to_argv(path: str) -> list[str]:
-    """A YAML mapping becomes the equivalent flags, so both paths share one parser and one set of checks."""
-    import yaml
+# ------------------------------------------------------------------------------------------ parsing
+def _parser(dataclasses):
+    """TRL's parser (YAML defaults, then flags) over our dataclasses; no abbreviated flags; errors are UserErrors."""
+    from trl import TrlParser
 
-    try:
-        with open(path) as f:
-            raw = yaml.safe_load(f)
-    except (OSError, yaml.YAMLError) as e:
-        raise UserError(f"{path}: could not read the YAML config: {e}") from e
-    if not isinstance(raw, dict):
-        raise UserError(f"{path}: expected a mapping of option names to values at the top level.")
-    argv = []
-    for key, value in raw.items():
-        values = value if isinstance(value, list) else [value]
-        argv.append(f"--{key}")
-        for v in values:
-            argv.append(json.dumps(v) if isinstance(v, dict) else str(v).lower() if isinstance(v, bool) else str(v))
-    return argv
+    class Parser(TrlParser):
+        def error(self, message):
+            raise UserError(f"{message}. Run `python main_train.py --rlhf_type TYPE --help` for every option.")
+
+    return Parser(dataclasses, prog="main_train.py", allow_abbrev=False)
 
 
-class _Parser:
-    """HfArgumentParser whose argparse errors become UserErrors (one paragraph, exit 2)."""
-
-    def __new__(cls, dataclasses_):
-        from transformers import HfArgumentParser
-
-        class Parser(HfArgumentParser):
-            def error(self, message):
-                raise UserError(f"{message}. Run `python main_train.py --rlhf_type TYPE --help` for every option.")
-
-        return Parser(dataclasses_)
+def _options(parser) -> set[str]:
+    return {o for action in parser._actions for o in action.option_strings}
 
 
-def parse_args(argv: list[str]) -> tuple[Method, CommonArgs, object]:
-    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
-        argv = _yaml_to_argv(argv[0])
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--rlhf_type")
-    pre.add_argument("-h", "--help", action="store_true")
-    known, _ = pre.parse_known_args(argv)
-    if known.rlhf_type is None:
-        if known.help:
-            _Parser([CommonArgs]).print_help()
-            print(f"\nMethods: {method_names()}.\nEvery option of one method, with its TRL config fields: "
-                  "python main_train.py --rlhf_type TYPE --help")
-            sys.exit(0)
-        raise UserError(f"--rlhf_type is required; expected one of {method_names()}.")
-    method = METHODS.get(known.rlhf_type.lower())
-    if method is None:
-        raise UserError(f"--rlhf_type {known.rlhf_type!r} is not a method; expected one of {method_names()} "
+def _general_help(methods) -> str:
+    from common_args import CommonArgs
+
+    names = ", ".join(m.name for m in methods.values())
+    return f"{_parser([CommonArgs]).format_help()}\nMethods: {names}.\n{MORE_HELP}\n"
+
+
+def write_options_cache(methods) -> None:
+    """What the checks before the imports need (utils/cli.py), from the real parser and table."""
+    from common_args import CommonArgs
+
+    entries = {}
+    for key, m in methods.items():
+        parser = _parser([CommonArgs, m.config])
+        entries[key] = {"name": m.name, "data": m.data, "options": sorted(_options(parser)),
+                        "help": parser.format_help()}
+    cli.save_cache({"general_help": _general_help(methods), "methods": entries})
+
+
+def _method_key(name, names: list[str]) -> str:
+    """The table key of `--rlhf_type NAME` (case-insensitive), or a UserError listing the methods."""
+    if not name:
+        raise UserError(f"--rlhf_type is required; expected one of {', '.join(names)}.")
+    if str(name).lower() not in {n.lower() for n in names}:
+        raise UserError(f"--rlhf_type {name!r} is not a method; expected one of {', '.join(names)} "
                         "(case-insensitive).")
-    parser = _Parser([CommonArgs, method.config_class()])
-    valid = {a.dest for a in parser._actions}
+    return str(name).lower()
+
+
+def parse_args(argv: list[str], cache_is_current: bool = True):
+    """argv (with or without a YAML config) -> (method, CommonArgs, the method's config), checked."""
+    config_path, argv = cli.split_config(argv)
+    yaml_config = cli.read_config(config_path)
+    argv, yaml_config = cli.rename(argv, yaml_config, RENAMED, "main_train.py")
+    return _parse(argv, yaml_config, config_path, cache_is_current)
+
+
+def _parse(argv, yaml_config, config_path, cache_is_current):
+    from common_args import CommonArgs
+    from rlhf_args import METHODS
+
+    values = cli.raw_values(argv, yaml_config)
+    if not cache_is_current:
+        write_options_cache(METHODS)
+    if values.get("help") and not values.get("rlhf_type"):
+        print(_general_help(METHODS))
+        sys.exit(0)
+    method = METHODS[_method_key(values.get("rlhf_type"), [m.name for m in METHODS.values()])]
+    parser = _parser([CommonArgs, method.config])
+    if values.get("help"):
+        parser.print_help()
+        sys.exit(0)
+    options = _options(parser)
+    cli.refuse_unknown(*cli.unknown(argv, yaml_config, options), options, method.name, config_path)
+    lists = {a.dest for a in parser._actions if a.nargs in ("+", "*")}
+    parser.set_defaults_with_config(**{k: [v] if k in lists and not isinstance(v, list) else v
+                                       for k, v in yaml_config.items()})
     try:
         common, config, rest = parser.parse_args_into_dataclasses(argv, return_remaining_strings=True)
     except ValueError as e:  # raised by a TRL / transformers config __post_init__
         raise UserError(f"The {method.name} configuration was refused: {e}") from e
-    if rest:
-        flags = [r for r in rest if r.startswith("--")] or rest
-        hints = []
-        for flag in flags:
-            close = difflib.get_close_matches(flag.lstrip("-").split("=")[0], valid, n=3)
-            hints.append(f"{flag}" + (f" (did you mean {', '.join('--' + c for c in close)}?)" if close else ""))
-        raise UserError(f"Unknown option(s) for --rlhf_type {method.name}: {'; '.join(hints)}. Run "
-                        f"`python main_train.py --rlhf_type {method.name} --help` to list every option.")
+    cli.refuse_unknown(rest, [], options, method.name, config_path)
     common.rlhf_type = method.name
     check_args(method, common, config)
     return method, common, config
 
 
-def check_args(method: Method, common: CommonArgs, config) -> None:
-    """Combinations that cannot work, refused before anything is loaded."""
+def check_args(method, common, config) -> None:
+    """What holds for every method; the method's own rules are its `check`."""
+    from common_args import TRAIN_MODES
+
     if common.train_mode not in TRAIN_MODES:
         raise UserError(f"--train_mode {common.train_mode!r} is not a mode; expected one of {', '.join(TRAIN_MODES)}.")
     if not config.output_dir:
@@ -112,54 +128,113 @@ def check_args(method: Method, common: CommonArgs, config) -> None:
         raise UserError(f"--fp16 is refused for {method.name}: the CPO/SimPO/ORPO family's log-sigmoid losses "
                         "overflow in half precision and turn NaN. Use --bf16 true (GPUs since Ampere) or fp32 "
                         "(neither flag).")
-    if method.name in ("SimPO", "CPOSimPO") and config.loss_type != "simpo":
-        raise UserError(f"--rlhf_type {method.name} uses --loss_type simpo, got {config.loss_type!r}; for other "
-                        "CPO losses use --rlhf_type CPO.")
-    if method.name == "SimPO" and config.cpo_alpha != 0:
-        raise UserError(f"--rlhf_type SimPO has no NLL term (cpo_alpha = 0), got --cpo_alpha {config.cpo_alpha}; "
-                        "SimPO with an NLL term is --rlhf_type CPOSimPO.")
-    if method.name == "CPOSimPO" and config.cpo_alpha <= 0:
-        raise UserError("--rlhf_type CPOSimPO needs --cpo_alpha > 0 (the weight of the NLL term); with 0 it is "
-                        "--rlhf_type SimPO.")
-    if method.rewards and not (common.reward_model_path or common.reward_funcs):
-        raise UserError(f"--rlhf_type {method.name} needs a reward source: --reward_model_path PATH [PATH ...] "
-                        "and/or --reward_funcs module:function [...].")
 
 
-# -------------------------------------------------------------------------------------- building
-def load_data(method: Method, common: CommonArgs, tokenizer):
+# ------------------------------------------------------------------------------------- check phase
+@dataclass
+class Needs:
+    """What a trainer takes besides model, data and tokenizer, checked; build_trainer builds it."""
+
+    rewards: object = None  # utils.rewards.RewardSources
+    teacher_tokenizer: object = None  # utils.distill.check_teacher
+    critic: object = None  # utils.ppo_models.CriticPlan
+
+
+def check_needs(method, common, config, tokenizer, train) -> Needs:
+    if method.check:
+        method.check(common, config, train.column_names)
+    needs = Needs()
+    if method.rewards:
+        from utils.rewards import check_reward_sources
+
+        needs.rewards = check_reward_sources(common.reward_model_path, common.reward_funcs, config.reward_weights,
+                                             config.trust_remote_code)
+    if method.teacher:
+        from utils.distill import check_teacher
+
+        needs.teacher_tokenizer = check_teacher(config, tokenizer)
+    if method.critic:
+        from utils.ppo_models import check_critic
+
+        needs.critic = check_critic(common, config, tokenizer, needs.rewards)
+    return needs
+
+
+def load_data(method, common, tokenizer, rows: dict | None = None):
+    """Train (and eval) datasets; `rows`: the files as the early checks already read them."""
     from utils.data import load_dataset_checked
 
-    train = load_dataset_checked(common.train_data_path, method.data, tokenizer, what="train_data_path")
+    rows = rows or {}
+    train = load_dataset_checked(common.train_data_path, method.data, tokenizer, what="train_data_path",
+                                 rows=rows.get("train_data_path"))
     evals = None
     if common.eval_data_path:
-        evals = load_dataset_checked(common.eval_data_path, method.data, tokenizer, what="eval_data_path")
+        evals = load_dataset_checked(common.eval_data_path, method.data, tokenizer, what="eval_data_path",
+                                     rows=rows.get("eval_data_path"))
     elif common.eval_split > 0:
         split = train.train_test_split(test_size=common.eval_split, seed=0)
         train, evals = split["train"], split["test"]
     return train, evals
 
 
-def build_trainer(method: Method, common: CommonArgs, config, tokenizer, train, evals, callbacks):
-    from utils.models import lora_config, load_model, resolve_dtype
+def check_phase(argv: list[str]):
+    """Everything that can be checked without weights, cheapest first. Returns what the build phase needs."""
+    config_path, argv = cli.split_config(argv)
+    yaml_config = cli.read_config(config_path)
+    argv, yaml_config = cli.rename(argv, yaml_config, RENAMED, "main_train.py")
+    values, cache, rows = cli.raw_values(argv, yaml_config), cli.load_cache(), {}
+    if cache is not None:  # before any heavy import: help, method, option names
+        if values.get("help") and not values.get("rlhf_type"):
+            print(cache["general_help"])
+            sys.exit(0)
+        entry = cache["methods"][_method_key(values.get("rlhf_type"), [m["name"] for m in cache["methods"].values()])]
+        if values.get("help"):
+            print(entry["help"])
+            sys.exit(0)
+        options = set(entry["options"])
+        cli.refuse_unknown(*cli.unknown(argv, yaml_config, options), options, entry["name"], config_path)
+    cli.check_paths(values)
+    if cache is not None:
+        from utils.data import check_rows
 
-    trust = getattr(config, "trust_remote_code", False)
-    if getattr(config, "assistant_only_loss", False) is None:  # SFT: see rlhf_args/sft.py
-        config.assistant_only_loss = "messages" in train.column_names
-    dtype = resolve_dtype(common.model_dtype, config.bf16, config.fp16)
-    model = load_model(common.model_name_or_path, tokenizer, head=method.head, train_mode=common.train_mode,
-                       dtype=dtype, trust_remote_code=trust)
+        for what in ("train_data_path", "eval_data_path"):
+            if values.get(what):
+                rows[what] = check_rows(values[what], entry["data"], what)
+    method, common, config = _parse(argv, yaml_config, config_path, cache is not None)
+    from utils.models import load_tokenizer
+
+    tokenizer = load_tokenizer(common.tokenizer_name_or_path or common.model_name_or_path, config.trust_remote_code)
+    train, evals = load_data(method, common, tokenizer, rows)
+    needs = check_needs(method, common, config, tokenizer, train)
+    return method, common, config, tokenizer, train, evals, needs
+
+
+# ------------------------------------------------------------------------------------- build phase
+def build_trainer(method, common, config, tokenizer, train, evals, callbacks, needs: Needs | None = None):
     from utils.distributed import shared_datasets
+    from utils.models import load_model, lora_config, resolve_dtype
 
+    needs = needs or check_needs(method, common, config, tokenizer, train)
+    dtype = resolve_dtype(common.dtype, config.bf16, config.fp16)
+    model = load_model(common.model_name_or_path, tokenizer, head=method.head, dtype=dtype,
+                       load_in_4bit=common.train_mode == "qlora", trust_remote_code=config.trust_remote_code)
     train, evals = shared_datasets(config, train, evals)  # precompute_ref_log_probs with several processes
+    peft_config = lora_config(common, method.head)
     kwargs = dict(model=model, args=config, train_dataset=train, eval_dataset=evals, processing_class=tokenizer,
-                  callbacks=callbacks, peft_config=lora_config(common, method.head))
-    if method.extras:  # reward sources, teacher, critic: whatever the method's trainer takes besides
-        from rlhf_args import _load
+                  callbacks=callbacks, peft_config=peft_config)
+    if needs.rewards is not None:
+        kwargs["reward_funcs"] = needs.rewards.build(dtype)
+    if needs.teacher_tokenizer is not None:
+        from utils.distill import load_teacher
 
-        kwargs.update(_load(method.extras)(common, config, tokenizer, dtype))
+        kwargs["teacher_model"] = load_teacher(config, needs.teacher_tokenizer, dtype)
+    if needs.critic is not None:
+        from utils.ppo_models import build_ppo_models
+
+        kwargs.update(build_ppo_models(needs.critic, common, config, tokenizer, dtype, model, kwargs["reward_funcs"],
+                                       peft_config))
     try:
-        return method.trainer_class()(**kwargs)
+        return method.trainer()(**kwargs)
     except ValueError as e:  # TRL validates option combinations when the trainer is built
         raise UserError(f"{method.name} trainer refused the configuration: {e}") from e
 
@@ -177,16 +252,11 @@ def save_outputs(trainer, tokenizer, output_dir: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
     try:
-        method, common, config = parse_args(sys.argv[1:] if argv is None else argv)
-        from utils.models import load_tokenizer
-
-        tokenizer = load_tokenizer(common.tokenizer_name_or_path or common.model_name_or_path,
-                                   getattr(config, "trust_remote_code", False))
-        train, evals = load_data(method, common, tokenizer)
+        method, common, config, tokenizer, train, evals, needs = check_phase(sys.argv[1:] if argv is None else argv)
         from utils.callbacks import StopOnNonFinite
 
         guard = StopOnNonFinite()
-        trainer = build_trainer(method, common, config, tokenizer, train, evals, [guard])
+        trainer = build_trainer(method, common, config, tokenizer, train, evals, [guard], needs)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR

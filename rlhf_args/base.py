@@ -1,12 +1,40 @@
-"""Defaults every method shares, layered over the TRL config by multiple inheritance:
-`class DPOArgs(OurDefaults, DPOConfig)` keeps every TRL field and its name, and only changes
-the defaults listed here (dataclass fields of the earlier base win)."""
+"""What every method shares: `Method`, the shape of one row of the table in `rlhf_args/__init__.py`, and
+`OurDefaults`, the defaults layered over each TRL config by multiple inheritance
+(`class DPOArgs(OurDefaults, DPOConfig)` keeps every TRL field and its name; fields of the earlier base win)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from transformers.trainer_utils import SaveStrategy
+
+from utils.models import bf16_supported
+
+
+@dataclass(frozen=True)
+class Method:
+    """Everything particular to one method, declared in its args file.
+
+    main_train reads these fields and never a method's name: it checks the data as `data` says, refuses fp16
+    unless `fp16_ok`, calls `check`, checks what `rewards` / `teacher` / `critic` ask for, all before any weights
+    load; then it loads the model with `head`, builds those, and hands everything to `trainer()`."""
+
+    name: str  # as the user writes it (--rlhf_type, case-insensitive)
+    config: type  # the TRL config class with our defaults
+    trainer: Callable[[], type]  # returns the trainer class; its import runs only when the method runs
+    data: str  # data kind, see utils.data.SCHEMAS
+    head: str = "causal"  # "causal" (AutoModelForCausalLM) or "score" (AutoModelForSequenceClassification)
+    rewards: bool = False  # reward sources (--reward_model_path / --reward_funcs) -> trainer kwarg reward_funcs
+    teacher: bool = False  # --teacher_model_name_or_path, tokenizer checked first -> trainer kwarg teacher_model
+    # PPO's models built by us (utils/ppo_models.py) -> trainer kwargs critic and ref_model (the frozen reference in
+    # full mode). Every other method's reference, if it has one, is kept by its TRL trainer (a frozen copy in full
+    # mode, the policy with its adapter switched off in lora / qlora); its args file says which.
+    critic: bool = False
+    fp16_ok: bool = True  # False: the loss is known to break in fp16
+    # check(common, config, columns): the method's own ranges, combinations and data-dependent defaults; raises
+    # UserError. Runs in the check phase (no weights read); `columns` are the training data's fields.
+    check: Callable | None = None
 
 
 @dataclass
@@ -37,8 +65,3 @@ class OurDefaults:
         cpu_launch_defaults(self)
         super().__post_init__()
 
-
-def bf16_supported() -> bool:
-    import torch
-
-    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()

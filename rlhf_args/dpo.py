@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from trl import DPOConfig
 
-from rlhf_args.base import OurDefaults
+from rlhf_args.base import Method, OurDefaults
 
 
 @dataclass
@@ -17,3 +17,12 @@ class DPOArgs(OurDefaults, DPOConfig):
     # Reference log-probs computed once before training, then no reference model is kept (full mode) and no
     # reference forward runs per step: 1.36x tokens/s, -1.4 % peak RSS (bench/RESULTS.md, 3.5M params, full).
     precompute_ref_log_probs: bool = True
+
+
+def trainer():
+    from trl import DPOTrainer
+
+    return DPOTrainer
+
+
+METHOD = Method("DPO", DPOArgs, trainer, data="preference")

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 
 from trl.experimental.gkd import GKDConfig
 
-from rlhf_args.base import OurDefaults
+from rlhf_args.base import Method, OurDefaults
+from utils.errors import UserError
 
 
 @dataclass
@@ -43,12 +44,20 @@ class GKDArgs(OurDefaults, GKDConfig):
                           "--train_mode."},
     )
 
-    def __post_init__(self):
-        super().__post_init__()
-        # Refused here (a ValueError becomes a one-paragraph error in main_train) so that a missing teacher is
-        # reported before any model is loaded; TRL would silently fall back to nothing and fail later.
-        if not self.teacher_model_name_or_path:
-            raise ValueError("--teacher_model_name_or_path is required for GKD: the frozen teacher causal LM (it "
-                             "must use the student's tokenizer).")
-        if self.temperature <= 0:
-            raise ValueError(f"--temperature must be > 0, got {self.temperature}.")
+
+def check(common, config, columns) -> None:
+    # TRL would silently fall back to no teacher and fail later.
+    if not config.teacher_model_name_or_path:
+        raise UserError("--teacher_model_name_or_path is required for GKD: the frozen teacher causal LM (it must use "
+                        "the student's tokenizer).")
+    if config.temperature <= 0:
+        raise UserError(f"--temperature must be > 0, got {config.temperature}.")
+
+
+def trainer():
+    from utils.distill import GKDTrainer
+
+    return GKDTrainer
+
+
+METHOD = Method("GKD", GKDArgs, trainer, data="sft", teacher=True, check=check)

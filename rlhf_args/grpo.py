@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from trl import GRPOConfig
 
-from rlhf_args.base import OurDefaults
+from rlhf_args.base import Method, OurDefaults
 
 
 @dataclass
@@ -26,3 +26,12 @@ class GRPOArgs(OurDefaults, GRPOConfig):
     max_completion_length: int | None = 256
     # A sample of this many completions per logged step goes to output_dir/completions.jsonl (None = all).
     num_completions_to_print: int | None = 8
+
+
+def trainer():
+    from utils.online_rl import GRPOTrainer
+
+    return GRPOTrainer
+
+
+METHOD = Method("GRPO", GRPOArgs, trainer, data="prompt", rewards=True)

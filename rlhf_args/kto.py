@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from trl import KTOConfig
 
-from rlhf_args.base import OurDefaults
+from rlhf_args.base import Method, OurDefaults
 
 
 @dataclass
@@ -17,3 +17,12 @@ class KTOArgs(OurDefaults, KTOConfig):
     # Reference log-probs computed once before training, then no reference model is kept (full mode) and no
     # reference forward runs per step: 1.50x tokens/s, -2.5 % peak RSS (bench/RESULTS.md, 3.5M params, full).
     precompute_ref_log_probs: bool = True
+
+
+def trainer():
+    from trl import KTOTrainer
+
+    return KTOTrainer
+
+
+METHOD = Method("KTO", KTOArgs, trainer, data="kto")

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
-from rlhf_args.base import OurDefaults
+from rlhf_args.base import Method, OurDefaults
+from utils.errors import UserError
 
 
 @dataclass
@@ -41,7 +42,10 @@ class PPOArgs(OurDefaults, TrainingArguments):
     whiten_advantages: bool = field(default=True, metadata={"help": "Whiten the advantages per rollout batch."})
     # KL to the reference
     kl_coef: float = field(default=0.05, metadata={"help": "Weight of the per-token KL penalty in the reward."})
-    kl_estimator: str = field(default="k1", metadata={"help": "Per-token KL estimator: k1 (log ratio) or k3."})
+    kl_estimator: str = field(default="k1", metadata={
+        "help": "Per-token KL estimator in the reward penalty: k1 (log ratio; recommended) or k3. k3 as a reward "
+                "penalty is biased: its gradient adds kl_coef x the gradient of KL(ref || policy), pulling away from "
+                "the KL-regularised optimum that k1 reaches."})
     # Sampling
     max_new_tokens: int = field(default=128, metadata={"help": "Longest completion sampled (stops at EOS)."})
     max_prompt_length: int | None = field(default=512, metadata={"help": "Prompts are cut to their last N tokens."})
@@ -67,16 +71,25 @@ class PPOArgs(OurDefaults, TrainingArguments):
     num_completions_to_print: int | None = field(
         default=8, metadata={"help": "Completions per rollout written to output_dir/completions.jsonl (None = all)."})
 
-    def __post_init__(self):
-        super().__post_init__()
-        checks = [
-            (self.num_ppo_epochs >= 1, f"--num_ppo_epochs must be >= 1, got {self.num_ppo_epochs}"),
-            (self.num_mini_batches >= 1, f"--num_mini_batches must be >= 1, got {self.num_mini_batches}"),
-            (self.max_new_tokens >= 1, f"--max_new_tokens must be >= 1, got {self.max_new_tokens}"),
-            (self.temperature > 0, f"--temperature must be > 0, got {self.temperature}"),
-            (self.kl_estimator in ("k1", "k3"), f"--kl_estimator must be k1 or k3, got {self.kl_estimator!r}"),
-            (self.cliprange > 0 and self.cliprange_value > 0, "--cliprange and --cliprange_value must be > 0"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message + ".")
+
+def check(common, config, columns) -> None:
+    checks = [
+        (config.num_ppo_epochs >= 1, f"--num_ppo_epochs must be >= 1, got {config.num_ppo_epochs}"),
+        (config.num_mini_batches >= 1, f"--num_mini_batches must be >= 1, got {config.num_mini_batches}"),
+        (config.max_new_tokens >= 1, f"--max_new_tokens must be >= 1, got {config.max_new_tokens}"),
+        (config.temperature > 0, f"--temperature must be > 0, got {config.temperature}"),
+        (config.kl_estimator in ("k1", "k3"), f"--kl_estimator must be k1 or k3, got {config.kl_estimator!r}"),
+        (config.cliprange > 0 and config.cliprange_value > 0, "--cliprange and --cliprange_value must be > 0"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise UserError(message + ".")
+
+
+def trainer():
+    from utils.ppo_trainer import PPOTrainer
+
+    return PPOTrainer
+
+
+METHOD = Method("PPO", PPOArgs, trainer, data="prompt", rewards=True, critic=True, check=check)

@@ -6,9 +6,18 @@ from dataclasses import dataclass
 
 from trl import RewardConfig
 
-from rlhf_args.base import OurDefaults
+from rlhf_args.base import Method, OurDefaults
 
 
 @dataclass
 class RewardArgs(OurDefaults, RewardConfig):
     learning_rate: float = 1e-5
+
+
+def trainer():
+    from trl import RewardTrainer
+
+    return RewardTrainer
+
+
+METHOD = Method("Reward", RewardArgs, trainer, data="reward", head="score")

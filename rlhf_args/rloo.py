@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from trl import RLOOConfig
 
-from rlhf_args.base import OurDefaults
+from rlhf_args.base import Method, OurDefaults
 
 
 @dataclass
@@ -32,3 +32,12 @@ class RLOOArgs(OurDefaults, RLOOConfig):
     max_completion_length: int | None = 256
     # A sample of this many completions per logged step goes to output_dir/completions.jsonl (None = all).
     num_completions_to_print: int | None = 8
+
+
+def trainer():
+    from utils.online_rl import RLOOTrainer
+
+    return RLOOTrainer
+
+
+METHOD = Method("RLOO", RLOOArgs, trainer, data="prompt", rewards=True)

@@ -5,14 +5,28 @@ from dataclasses import dataclass, field
 
 from trl import SFTConfig
 
-from rlhf_args.base import OurDefaults
+from rlhf_args.base import Method, OurDefaults
 
 
 @dataclass
 class SFTArgs(OurDefaults, SFTConfig):
     learning_rate: float = 2e-5
-    # None = decided by the data (main_train.build_trainer): on for `messages` rows, where the loss then covers the
+    # None = decided by the data (`check` below): on for `messages` rows, where the loss then covers the
     # assistant turns only; off for prompt + completion rows (TRL masks the prompt itself, `completion_only_loss`)
     # and `text` rows, for which TRL refuses the option.
     assistant_only_loss: bool | None = field(
         default=None, metadata={"help": "Loss on assistant turns only; default: on for `messages` data, else off."})
+
+
+def check(common, config, columns) -> None:
+    if config.assistant_only_loss is None:
+        config.assistant_only_loss = "messages" in columns
+
+
+def trainer():
+    from trl import SFTTrainer
+
+    return SFTTrainer
+
+
+METHOD = Method("SFT", SFTArgs, trainer, data="sft", check=check)

@@ -9,7 +9,7 @@ formula are TRL's):
 2. Teacher and student may have embedding matrices of different sizes (one family, e.g. 151936 vs
    152064 rows): TRL refuses any difference. We compare the two distributions over the tokenizer's
    real vocabulary (the first `len(tokenizer)` logits, renormalised) and never sample ids past it.
-   A different tokenizer is refused before the teacher loads (`teacher_kwargs`).
+   A different tokenizer is refused before the teacher loads (`check_teacher`).
 3. The loss is over completion tokens only (TRL's labels mask the prompt already) and averaged over
    the tokens that are actually trained on: TRL divides by the token count of the *dataset* batch
    (counted before the student or teacher regenerates the completions) and, under DDP, by the world
@@ -100,12 +100,14 @@ def prepare_dataset(dataset, tokenizer, max_length: int | None, name: str = "tra
 
 
 # ---------------------------------------------------------------------------------------- teacher
-def teacher_kwargs(common, config, tokenizer, dtype) -> dict:
-    """Method.extras hook: the frozen teacher, loaded only after its tokenizer matched the student's."""
-    from utils.models import load_model, load_tokenizer
+def check_teacher(config, tokenizer):
+    """Check phase: the teacher directory holds a config and weights, and its tokenizer is the student's. Returns
+    the teacher's tokenizer."""
+    from utils.models import check_model_dir, load_tokenizer
 
-    path, trust = config.teacher_model_name_or_path, config.trust_remote_code
-    teacher_tokenizer = load_tokenizer(path, trust)
+    path = config.teacher_model_name_or_path
+    check_model_dir(path, "--teacher_model_name_or_path")
+    teacher_tokenizer = load_tokenizer(path, config.trust_remote_code)
     if teacher_tokenizer.get_vocab() != tokenizer.get_vocab():
         raise UserError(
             f"The teacher at {path!r} does not use the student's tokenizer ({len(teacher_tokenizer)} vs "
@@ -113,10 +115,16 @@ def teacher_kwargs(common, config, tokenizer, dtype) -> dict:
             "next-token distributions id by id, so they must share one vocabulary: pick a teacher of the same "
             "model family, or pass --tokenizer_name_or_path if the student's tokenizer was saved elsewhere."
         )
-    teacher = load_model(path, teacher_tokenizer, head="causal", dtype=dtype, trust_remote_code=trust,
-                         train_mode="qlora" if config.teacher_load_in_4bit else "full")
-    teacher.eval().requires_grad_(False)
-    return {"teacher_model": teacher}
+    return teacher_tokenizer
+
+
+def load_teacher(config, teacher_tokenizer, dtype):
+    """Build phase: the frozen teacher, 4-bit with --teacher_load_in_4bit."""
+    from utils.models import load_model
+
+    teacher = load_model(config.teacher_model_name_or_path, teacher_tokenizer, dtype=dtype,
+                         load_in_4bit=config.teacher_load_in_4bit, trust_remote_code=config.trust_remote_code)
+    return teacher.eval().requires_grad_(False)
 
 
 def _text_config(model):

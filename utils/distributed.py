@@ -113,6 +113,8 @@ def end_processes() -> None:
     aborted at exit with "terminate called without an active exception": gloo's threads were still alive
     while Python tore down; torch asks for destroy_process_group() before exit). Called once per process, by
     main_train's `__main__` only, so that in-process callers of main() keep their process group."""
+    if "torch" not in sys.modules:  # a mistake reported before torch was imported: no process group to end
+        return
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():

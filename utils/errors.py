@@ -24,11 +24,22 @@ def run_command(work, argv: list[str]) -> int:
 
 
 class CommandParser(argparse.ArgumentParser):
-    """argparse for `python -m utils.X` commands: a bad flag is a UserError naming `--help`, and the module's
-    docstring is the description as written."""
+    """argparse for `python -m utils.X` commands: a bad flag is a UserError naming `--help`, flags are never
+    abbreviated, the module's docstring is the description as written, and `renamed` old flag names still work
+    with a one-line notice (utils.cli.rename)."""
 
-    def __init__(self, prog: str, description: str | None = None):
-        super().__init__(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    def __init__(self, prog: str, description: str | None = None, renamed: dict[str, str] | None = None):
+        super().__init__(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
+                         allow_abbrev=False)
+        self.renamed = renamed or {}
+
+    def parse_args(self, args=None, namespace=None):
+        import sys
+
+        from utils.cli import rename
+
+        args = [str(a) for a in (sys.argv[1:] if args is None else args)]
+        return super().parse_args(rename(args, {}, self.renamed, self.prog)[0], namespace)
 
     def error(self, message):
         raise UserError(f"{message}. Run `{self.prog} --help` for every option.")

@@ -7,24 +7,68 @@ adapter, TRL computes reference log-probs with the adapter switched off: no seco
 
 from __future__ import annotations
 
+import glob
 import logging
-
-import torch
+import os
+import re
 
 from utils.errors import UserError
 
 log = logging.getLogger(__name__)
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# `--dtype`, the same in every command: the dtype weights are loaded (and merged, saved) in.
+DTYPES = ("auto", "checkpoint", "float32", "bfloat16", "float16")
+DTYPE_HELP = ("Weights dtype: auto = the compute dtype (bfloat16 with --bf16, which is on by default on GPUs that "
+              "have it; float16 with --fp16; else float32) | checkpoint = as saved | float32 | bfloat16 | float16.")
+WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
+           "adapter_model.safetensors", "adapter_model.bin")
 
 
-def resolve_dtype(name: str, bf16: bool | None = False, fp16: bool = False) -> torch.dtype:
-    """`auto` follows the mixed-precision flags; fp32 otherwise (bf16 is very slow on CPUs)."""
+def resolve_dtype(name: str, bf16: bool | None = None, fp16: bool = False):
+    """The torch dtype (or "auto": transformers' "as saved") for `--dtype NAME`; `bf16` None = where the GPU has it."""
+    import torch
+
+    if name not in DTYPES:
+        raise UserError(f"--dtype {name!r} is not known; expected one of {', '.join(DTYPES)}.")
+    if name == "checkpoint":
+        return "auto"
     if name == "auto":
+        if bf16 is None and not fp16:
+            bf16 = bf16_supported()
         return torch.bfloat16 if bf16 else torch.float16 if fp16 else torch.float32
-    if name not in _DTYPES:
-        raise UserError(f"--model_dtype {name!r} is not known; expected one of auto, {', '.join(_DTYPES)}.")
-    return _DTYPES[name]
+    return getattr(torch, name)
+
+
+def bf16_supported() -> bool:
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def looks_local(path: str) -> bool:
+    """A path the user meant on disk (absolute, ./, ~, or more than one '/'), not a hub id like `org/name`."""
+    return os.path.isabs(path) or path.startswith((".", "~")) or path.count("/") > 1 or \
+        not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", path)
+
+
+def check_model_dir(path: str, what: str) -> None:
+    """Check phase: a local model directory exists and holds a config and weights (nothing is read). Hub ids are
+    left to the loader."""
+    real = os.path.expanduser(path)
+    if not os.path.exists(real):
+        if looks_local(path):
+            raise UserError(f"{what} {path!r} does not exist; expected a model directory (config.json + weights, as "
+                            "written by save_pretrained) or a hub id.")
+        return
+    if not os.path.isdir(real):
+        raise UserError(f"{what} {path!r} is a file; expected a model directory (config.json + weights).")
+    if not any(os.path.isfile(os.path.join(real, c)) for c in ("config.json", "adapter_config.json")):
+        raise UserError(f"{what} {path!r} holds no config.json; expected a model directory written by "
+                        "save_pretrained.")
+    if not any(os.path.isfile(os.path.join(real, w)) for w in WEIGHTS) and \
+            not glob.glob(os.path.join(glob.escape(real), "*.safetensors")):
+        raise UserError(f"{what} {path!r} holds no weights (model.safetensors, pytorch_model.bin or their sharded "
+                        "index); expected a model directory written by save_pretrained.")
 
 
 def load_tokenizer(path: str, trust_remote_code: bool = False):
@@ -64,14 +108,15 @@ def repair_pad_token(model, tokenizer) -> None:
         model.generation_config.pad_token_id = pad
 
 
-def quantization_config(dtype: torch.dtype):
+def quantization_config(dtype):
     """4-bit NF4 with double quantisation (QLoRA). Storage dtype = compute dtype, so that DeepSpeed
     ZeRO-3 and FSDP can shard the packed weights like any other tensor of that dtype."""
     try:
         from transformers import BitsAndBytesConfig
         import bitsandbytes  # noqa: F401
     except ImportError as e:
-        raise UserError("--train_mode qlora needs bitsandbytes: pip install 'bitsandbytes>=0.50'.") from e
+        raise UserError("4-bit loading (--train_mode qlora, --load_in_4bit, --teacher_load_in_4bit) needs "
+                        "bitsandbytes: pip install 'bitsandbytes>=0.50'.") from e
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
@@ -81,14 +126,19 @@ def quantization_config(dtype: torch.dtype):
     )
 
 
-def load_model(path: str, tokenizer, *, head: str = "causal", train_mode: str = "full",
-               dtype: torch.dtype = torch.float32, trust_remote_code: bool = False, num_labels: int = 1):
-    """Load a causal LM (`head="causal"`) or a sequence-classification model with `num_labels`
-    outputs (`head="score"`), 4-bit when `train_mode == "qlora"`, with the pad token repaired."""
+def load_model(path: str, tokenizer, *, head: str = "causal", dtype=None, load_in_4bit: bool = False,
+               trust_remote_code: bool = False, num_labels: int = 1):
+    """Load a causal LM (`head="causal"`) or a sequence-classification model with `num_labels` outputs
+    (`head="score"`) in `dtype` (None = float32, "auto" = as saved), 4-bit NF4 with `load_in_4bit` (the QLoRA base,
+    or a frozen teacher / sampled model), with the pad token repaired."""
+    import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
+    dtype = torch.float32 if dtype is None else dtype
+    if load_in_4bit and dtype == "auto":  # 4-bit needs a compute dtype; "as saved" has none to give
+        dtype = resolve_dtype("auto")
     kwargs = {"dtype": dtype, "trust_remote_code": trust_remote_code}
-    if train_mode == "qlora":
+    if load_in_4bit:
         kwargs["quantization_config"] = quantization_config(dtype)
     try:
         if head == "score":
@@ -107,7 +157,7 @@ def load_model(path: str, tokenizer, *, head: str = "causal", train_mode: str = 
         raise UserError(f"Could not load the model at {path!r}: {e}") from e
     except OSError as e:
         raise UserError(f"Could not load the model at {path!r}: {e}") from e
-    if train_mode == "qlora":
+    if load_in_4bit:
         guard_bnb_cpu_inference(model)
         if head == "score":
             follow_weight_dtype(model.score)

@@ -1,18 +1,7 @@
-"""PPO for language models, TRL-shaped: TRL 1.16 has no PPOTrainer (its last one was in 1.11's
-experimental package), so this is ours. Same kinds of arguments as TRL trainers (model, args,
-datasets, processing_class, reward_funcs, peft_config), TRL 1.11's option and metric names, and the
-RL math in utils/ppo_math.py. It subclasses transformers.Trainer, so logging, checkpoints,
-`resume_from_checkpoint`, DDP / DeepSpeed wrapping and `save_model` are the Trainer's own.
-
-Models held, per mode (loaded by utils.online_rl.ppo_kwargs):
-  full         policy (trained), reference (frozen copy), critic (trained copy of the first reward model that
-               shares the policy's tokenizer, else of the policy, with a value head), reward model(s) (frozen).
-  lora/qlora   ONE copy of the policy's weights (4-bit in qlora): the policy is its LoRA adapter, the reference
-               is the same model with the adapter switched off, and the critic is a second module tree over
-               the same frozen tensors (of the policy, or of the reward model it starts from) with its own LoRA
-               adapter and value head: no weight is duplicated. Reward model(s) are frozen. A separate critic
-               is loaded only for a `--value_model_path` that is neither (a small model of the policy's
-               family), or under ZeRO-3 for a reward-model critic (each model then has its own shards).
+"""PPO for language models, TRL-shaped: TRL 1.16 has no PPOTrainer (its last one was in 1.11's experimental
+package), so this is ours: TRL trainers' kinds of arguments, TRL 1.11's option and metric names, the RL math in
+utils/ppo_math.py, the models (critic, reference, shared weights) decided and built in utils/ppo_models.py. It
+subclasses transformers.Trainer: logging, checkpoints, resume, DDP / DeepSpeed wrapping are the Trainer's own.
 
 How one rollout batch turns into optimizer steps: the dataloader yields each rollout's prompts
 `num_ppo_epochs x num_mini_batches x gradient_accumulation_steps` times (TRL's RepeatSampler). On the
@@ -24,69 +13,37 @@ next micro-batch of a per-epoch shuffle, and the Trainer steps the optimizer aft
 from __future__ import annotations
 
 import contextlib
-import copy
+import math
 import os
 import time
 from collections import defaultdict
 
 import torch
-from accelerate.utils import is_peft_model
-from torch import nn
-from transformers import GenerationConfig, Trainer, set_seed
+from transformers import GenerationConfig, Trainer
 from trl.models import prepare_deepspeed, unwrap_model_for_generation
 from trl.trainer.utils import (RepeatSampler, disable_dropout_in_model, entropy_from_logits, identity,
                                selective_log_softmax)
 
-from utils.online_rl import ValueModel, build_critic, place_reward_models, write_completions
+from utils.online_rl import place_reward_models, write_completions
 from utils.ppo_math import (clipped_policy_loss, clipped_value_loss, explained_variance, gae_advantages,
                             kl_penalty_rewards, masked_mean, whiten)
+from utils.ppo_rollout import RolloutSampling
+from utils.ppo_models import PolicyAndValue, ValueModel, clip_apart, load_checkpoint, save_critic
 
 
-class PolicyAndValue(nn.Module):
-    """Policy and critic as one module, so that one optimizer, one DDP / DeepSpeed engine and one
-    backward pass cover both (as TRL 1.11's PolicyAndValueWrapper)."""
-
-    def __init__(self, policy: nn.Module, critic: ValueModel):
-        super().__init__()
-        self.policy, self.critic = policy, critic
-
-    def forward(self, input_ids, attention_mask, logits_to_keep: int = 0):
-        # Positions count real tokens only, as generate() does for left-padded prompts.
-        position_ids = (attention_mask.cumsum(1) - 1).clamp(min=0)
-        logits = self.policy(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                             logits_to_keep=logits_to_keep, use_cache=False).logits
-        return logits, self.critic(input_ids, attention_mask, position_ids)
-
-    # Trainer and TRL's unwrap_model_for_generation switch checkpointing through these names.
-    def activation_checkpointing_enable(self, activation_checkpointing_kwargs=None, **kwargs):
-        for m in (self.policy, self.critic.backbone):
-            m.activation_checkpointing_enable(activation_checkpointing_kwargs=activation_checkpointing_kwargs, **kwargs)
-
-    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None, **kwargs):
-        self.activation_checkpointing_enable(gradient_checkpointing_kwargs, **kwargs)
-
-    def gradient_checkpointing_disable(self):
-        for m in (self.policy, self.critic.backbone):
-            m.activation_checkpointing_disable()
-
-    @property
-    def is_gradient_checkpointing(self) -> bool:
-        return any(getattr(m, "gradient_checkpointing", False) for m in self.modules())
-
-
-class PPOTrainer(Trainer):
+class PPOTrainer(RolloutSampling, Trainer):
     """PPO with a clipped surrogate, a clipped value loss, GAE and a per-token KL penalty to the reference.
 
     Args: `model` (causal LM), `args` (rlhf_args.ppo.PPOArgs), `train_dataset` (rows with `prompt` and any
     extra columns for reward functions), `processing_class` (the policy tokenizer), `reward_funcs`
     (callables `f(prompts=, completions=, completion_ids=, trainer_state=, **columns) -> list[float]`),
-    `value_model` (critic initialisation; None = the policy), `ref_model` (full mode: the frozen reference;
-    None = a copy of `model`), `peft_config` (LoRA for policy and critic; None = full fine-tuning).
+    `critic` (a ValueModel), `ref_model` (the frozen reference; required in full mode, None with `peft_config`,
+    where it is the policy with the adapter off), `peft_config` (the policy's LoRA; None = full fine-tuning).
+    utils/ppo_models.build_ppo_models builds `critic` and `ref_model`.
     """
 
-    def __init__(self, model, args, train_dataset, processing_class, reward_funcs, value_model=None, ref_model=None,
-                 eval_dataset=None, callbacks=None, peft_config=None):
-        set_seed(args.seed)  # before any adapter or value head is initialised, as TRL's trainers do
+    def __init__(self, model, args, train_dataset, processing_class, reward_funcs, critic: ValueModel,
+                 ref_model=None, eval_dataset=None, callbacks=None, peft_config=None):
         self.reward_funcs = list(reward_funcs)
         self.reward_names = [getattr(f, "__name__", type(f).__name__) for f in self.reward_funcs]
         weights = args.reward_weights or [1.0] * len(self.reward_funcs)
@@ -94,14 +51,9 @@ class PPOTrainer(Trainer):
             raise ValueError(f"{len(weights)} reward weights for {len(self.reward_funcs)} reward sources; give one "
                              "weight per source (reward models first, then functions).")
         self.reward_weights = torch.tensor(weights, dtype=torch.float32)
-        # Full fine-tuning needs separate reference and critic models; main_train loads them (utils.online_rl), the
-        # deep copies are for callers that pass none (not under ZeRO-3, where a loaded model is already sharded).
-        if peft_config is None:
-            ref_model = ref_model if ref_model is not None else copy.deepcopy(model)
-            value_model = value_model if value_model is not None else copy.deepcopy(model)
-        shared = value_model is None or any(getattr(f, "model", None) is value_model for f in self.reward_funcs)
-        # Before the policy gets its adapter, so that a critic sharing the policy's weights has none of it.
-        critic = build_critic(value_model if value_model is not None else model, peft_config, share=shared)
+        if (ref_model is None) != (peft_config is not None):
+            raise ValueError("PPOTrainer takes a ref_model in full fine-tuning and none with a peft_config (the "
+                             "reference is then the policy with its adapter off).")
         self.ref_model = None if peft_config is not None else ref_model.eval().requires_grad_(False)
         if peft_config is not None:
             from peft import get_peft_model
@@ -167,71 +119,6 @@ class PPOTrainer(Trainer):
         return {key: value[idx] for key, value in self._buffer.items()}
 
     # ---------------------------------------------------------------------------------- rollout
-    def _tokenize_prompts(self, prompts):
-        """Left-padded prompt ids and mask; prompts longer than max_prompt_length keep their last tokens."""
-        tok = self.processing_class
-        if isinstance(prompts[0], list):  # conversational: the chat template, ready for the assistant's turn
-            ids = tok.apply_chat_template(prompts, add_generation_prompt=True, tokenize=True, return_dict=True)
-            ids = ids["input_ids"]
-        else:
-            ids = tok(text=prompts)["input_ids"]
-        if self.args.max_prompt_length:
-            ids = [x[-self.args.max_prompt_length:] for x in ids]
-        width = max(len(x) for x in ids)
-        input_ids = torch.tensor([[tok.pad_token_id] * (width - len(x)) + list(x) for x in ids])
-        mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids])
-        return input_ids.to(self.accelerator.device), mask.to(self.accelerator.device)
-
-    @torch.no_grad()
-    def _sample_and_score(self, rows, policy):
-        """Sample one completion per prompt (stopping at EOS), cut it after its first EOS, and score it."""
-        prompts = [r["prompt"] for r in rows]
-        columns = {k: [r[k] for r in rows] for k in rows[0] if k != "prompt"}
-        prompt_ids, prompt_mask = self._tokenize_prompts(prompts)
-        width, step = prompt_ids.shape[1], self.args.local_rollout_forward_batch_size
-        chunks = [policy.generate(input_ids=prompt_ids[i:i + step], attention_mask=prompt_mask[i:i + step],
-                                  generation_config=self.generation_config)[:, width:]
-                  for i in range(0, len(rows), step)]
-        pad = self.processing_class.pad_token_id
-        length = max(c.shape[1] for c in chunks)
-        responses = torch.cat([nn.functional.pad(c, (0, length - c.shape[1]), value=pad) for c in chunks])
-        is_eos = torch.isin(responses, torch.tensor(self.eos_token_ids, device=responses.device))
-        contains_eos = is_eos.any(1)
-        first_eos = torch.where(contains_eos, is_eos.int().argmax(1), length)
-        response_mask = torch.arange(length, device=responses.device)[None] <= first_eos[:, None]
-        responses = responses.masked_fill(~response_mask, pad)
-        texts = self.processing_class.batch_decode(responses, skip_special_tokens=True)
-        completions = [[{"role": "assistant", "content": t}] for t in texts] if isinstance(prompts[0], list) else texts
-        completion_ids = [r[m].tolist() for r, m in zip(responses, response_mask)]
-        per_source = torch.full((len(rows), len(self.reward_funcs)), float("nan"))
-        for i, f in enumerate(self.reward_funcs):
-            out = f(prompts=prompts, completions=completions, completion_ids=completion_ids,
-                    trainer_state=self.state, log_metric=lambda name, value: self._metrics[name].append(value),
-                    log_extra=lambda column, values: None, **columns)
-            per_source[:, i] = torch.tensor([float("nan") if v is None else float(v) for v in out])
-        per_source = per_source.to(responses.device)
-        scores = (per_source * self.reward_weights.to(per_source.device)).nansum(1)
-        if self.args.missing_eos_penalty is not None:
-            scores = scores - self.args.missing_eos_penalty * (~contains_eos).float()
-        return dict(prompts=prompts, completions=completions, prompt_ids=prompt_ids, prompt_mask=prompt_mask,
-                    responses=responses, response_mask=response_mask, contains_eos=contains_eos,
-                    per_source=per_source, scores=scores)
-
-    def _token_logprobs(self, model, input_ids, attention_mask, length, chunk):
-        """Log-probs of the last `length` tokens (and the critic's values before each, when `model` is ours)."""
-        logprobs, values = [], []
-        for i in range(0, len(input_ids), chunk):
-            ids, mask = input_ids[i:i + chunk], attention_mask[i:i + chunk]
-            if isinstance(model, PolicyAndValue):
-                logits, v = model(ids, mask, logits_to_keep=length + 1)
-                values.append(v[:, -length - 1:-1])
-            else:
-                position_ids = (mask.cumsum(1) - 1).clamp(min=0)
-                logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids,
-                               logits_to_keep=length + 1, use_cache=False).logits
-            logprobs.append(selective_log_softmax(logits[:, :-1] / self.args.temperature, ids[:, -length:]))
-        return torch.cat(logprobs), (torch.cat(values) if values else None)
-
     @torch.no_grad()
     def _rollout(self, rows):
         a = self.args
@@ -363,31 +250,16 @@ class PPOTrainer(Trainer):
         finally:
             self.model = wrapper
         if self.args.should_save:
-            critic_dir = os.path.join(output_dir, "critic")
-            critic_state = parts.get("critic", {})
-            backbone_state = {k.partition(".")[2]: v for k, v in critic_state.items() if k.startswith("backbone.")}
-            wrapper.critic.backbone.save_pretrained(critic_dir, state_dict=backbone_state or None)
-            from safetensors.torch import save_file
-
-            head = {k.partition(".")[2]: v for k, v in critic_state.items() if k.startswith("head.")}
-            head = head or wrapper.critic.head.state_dict()
-            save_file({k: v.detach().cpu().contiguous() for k, v in head.items()},
-                      os.path.join(critic_dir, "value_head.safetensors"))
+            save_critic(wrapper.critic, os.path.join(output_dir, "critic"), parts.get("critic", {}))
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-        from safetensors.torch import load_file
+        load_checkpoint(self.accelerator.unwrap_model(self.model), resume_from_checkpoint)
 
-        wrapper = self.accelerator.unwrap_model(self.model)
-        critic_dir = os.path.join(resume_from_checkpoint, "critic")
-        for module, path in ((wrapper.policy, resume_from_checkpoint), (wrapper.critic.backbone, critic_dir)):
-            if is_peft_model(module):
-                module.load_adapter(path, adapter_name="default", is_trainable=True)
-            else:
-                from transformers.trainer_utils import load_sharded_checkpoint
-
-                single = os.path.join(path, "model.safetensors")
-                if os.path.isfile(single):
-                    module.load_state_dict(load_file(single), strict=False)  # tied weights are saved once
-                else:
-                    load_sharded_checkpoint(module, path, strict=False)
-        wrapper.critic.head.load_state_dict(load_file(os.path.join(critic_dir, "value_head.safetensors")))
+    def _clip_grad_norm(self, model):
+        if self.is_deepspeed_enabled or self._has_mixed_mesh_grads(model):  # DeepSpeed clips in its engine
+            return super()._clip_grad_norm(model)
+        self.accelerator.unscale_gradients()
+        norms = clip_apart(self.accelerator.unwrap_model(model), self.args.max_grad_norm)
+        for name, norm in norms.items():
+            self._metrics[f"{name}/grad_norm"].append(norm)
+        return torch.tensor(math.sqrt(sum(n * n for n in norms.values())))  # the joint norm, as the Trainer logs

@@ -1,4 +1,6 @@
-"""Reward sources shared by RLOO, GRPO, PPO and rejection sampling.
+"""Reward sources shared by RLOO, GRPO, PPO and rejection sampling, built in two steps by every one of them:
+`check_reward_sources` (check phase: functions imported, reward-model directories and tokenizers read, weights
+counted; no weights loaded) and `build_reward_sources` (the reward models loaded).
 
 Every source is a callable with TRL's reward-function signature,
 `f(prompts, completions, **columns) -> list[float]`, and a `__name__` (TRL logs
@@ -17,8 +19,7 @@ import importlib
 import importlib.util
 import math
 import os
-
-import torch
+from dataclasses import dataclass
 
 from utils.errors import UserError
 
@@ -33,12 +34,12 @@ def _as_text(x) -> str:
 class RewardModelScorer:
     """Scores (prompt, completion) pairs with a reward model and the reward model's own tokenizer."""
 
-    def __init__(self, path: str, dtype: torch.dtype = torch.float32, trust_remote_code: bool = False,
-                 batch_size: int = 16, max_length: int | None = None):
+    def __init__(self, path: str, dtype=None, trust_remote_code: bool = False, batch_size: int = 16,
+                 max_length: int | None = None, tokenizer=None):
         from utils.models import load_model, load_tokenizer
 
         self.path, self.batch_size, self.max_length = path, batch_size, max_length
-        self.tokenizer = load_tokenizer(path, trust_remote_code)
+        self.tokenizer = tokenizer or load_tokenizer(path, trust_remote_code)
         self.tokenizer.padding_side = "right"
         self.model = load_model(path, self.tokenizer, head="score", dtype=dtype, trust_remote_code=trust_remote_code)
         self.model.eval().requires_grad_(False)
@@ -60,8 +61,13 @@ class RewardModelScorer:
                 out.append(text if not eos or text.endswith(eos) else text + eos)
         return out
 
-    @torch.no_grad()
     def score_texts(self, texts: list[str]) -> list[float]:
+        import torch
+
+        with torch.no_grad():
+            return self._score(texts)
+
+    def _score(self, texts: list[str]) -> list[float]:
         device = next(self.model.parameters()).device
         scores = []
         for i in range(0, len(texts), self.batch_size):
@@ -125,11 +131,40 @@ class CheckedRewardFunction:
         return out
 
 
-def load_reward_sources(reward_model_paths, reward_func_specs, dtype=torch.float32, trust_remote_code=False,
-                        max_length: int | None = None) -> list:
-    """Every reward source named on the command line, reward models first."""
-    sources = [RewardModelScorer(p, dtype, trust_remote_code, max_length=max_length) for p in reward_model_paths]
-    sources += [CheckedRewardFunction(s) for s in reward_func_specs]
-    if not sources:
-        raise UserError("No reward source: give --reward_model_path and/or --reward_funcs.")
-    return sources
+@dataclass
+class RewardSources:
+    """The reward sources of one run, checked: functions imported, reward-model tokenizers read, weights counted.
+    Order (that of the weights): every reward model, then every function."""
+
+    model_paths: list[str]
+    tokenizers: list
+    functions: list[CheckedRewardFunction]
+    weights: list[float] | None
+    trust_remote_code: bool = False
+
+    def build(self, dtype=None, max_length: int | None = None) -> list:
+        """The callables, reward models loaded (weights read here, in the build phase)."""
+        scorers = [RewardModelScorer(p, dtype, self.trust_remote_code, max_length=max_length, tokenizer=t)
+                   for p, t in zip(self.model_paths, self.tokenizers)]
+        return scorers + self.functions
+
+
+def check_reward_sources(model_paths, func_specs, weights=None, trust_remote_code: bool = False) -> RewardSources:
+    """Check phase: refuse a run without a source, a weight count that does not match, a function that does not
+    import, a reward-model directory without config or weights, a tokenizer that does not load."""
+    from utils.models import check_model_dir, load_tokenizer
+
+    model_paths, func_specs = list(model_paths or []), list(func_specs or [])
+    if not model_paths and not func_specs:
+        raise UserError("No reward source: give --reward_model_path PATH [PATH ...] and/or --reward_funcs "
+                        "module:function [...].")
+    n_sources = len(model_paths) + len(func_specs)
+    if weights is not None and len(weights) != n_sources:
+        raise UserError(f"--reward_weights has {len(weights)} values for {n_sources} reward sources (reward models "
+                        "first, then functions); give one weight per source.")
+    for path in model_paths:
+        check_model_dir(path, "--reward_model_path")
+    functions = [CheckedRewardFunction(spec) for spec in func_specs]
+    tokenizers = [load_tokenizer(path, trust_remote_code) for path in model_paths]
+    return RewardSources(model_paths, tokenizers, functions, list(weights) if weights is not None else None,
+                         trust_remote_code)
