@@ -3,7 +3,7 @@
 # model built on the spot learns to sort digits through SFT, a reward model, DPO, GRPO and GKD, on CPU, with
 # no download. Prints a before/after table and writes DIR/report.md with plots.
 #
-#   bash script/demo.sh [--output DIR] [--quick] [--seed N]
+#   bash script/demo.sh [--output_dir DIR] [--quick] [--seed N]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash script/setup.sh

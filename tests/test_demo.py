@@ -60,8 +60,8 @@ def test_quick_demo_every_stage_learns(tmp_path):
     out = tmp_path / "demo"
     # One thread per process, as script/demo.sh sets: tiny models, and robust on a shared machine.
     env = dict(ENV, OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-m", "utils.demo", "--quick", "--output", str(out)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run([sys.executable, "-m", "utils.demo", "--quick", "--output_dir", str(out)], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=900)
     print(proc.stdout[-3000:])
     results = json.loads((out / "results.json").read_text())
     stages = {s["name"]: s for s in results["stages"]}

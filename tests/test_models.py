@@ -48,7 +48,7 @@ def test_qlora_loads_4bit(tiny_dir):
     from utils.models import load_model, load_tokenizer
 
     tok = load_tokenizer(str(tiny_dir))
-    model = load_model(str(tiny_dir), tok, train_mode="qlora")
+    model = load_model(str(tiny_dir), tok, load_in_4bit=True)
     assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
     q = model.config.quantization_config
     q = q if isinstance(q, dict) else q.to_dict()

@@ -1,12 +1,12 @@
 """Merge a LoRA / DoRA adapter into its base model and save a plain model (safetensors + tokenizer)
 that `from_pretrained` loads without peft:
 
-    python -m utils.merge --base MODEL --adapter runs/dpo --output runs/dpo_merged
+    python -m utils.merge --model_name_or_path runs/dpo --output_dir runs/dpo_merged [--base_model_name_or_path M]
 
 Works for causal-LM adapters and for reward-model adapters (sequence classification: the score head,
 trained in full and saved with the adapter, replaces the base's). A QLoRA adapter is merged into the
-base loaded in `--dtype` (default: the dtype the base was saved in), never into 4-bit weights, which
-could not hold the merged values.
+base loaded in `--dtype` (default `checkpoint`: the dtype the base was saved in), never into 4-bit weights,
+which could not hold the merged values. (`--adapter`, `--base` and `--output` are the old names of the flags.)
 """
 
 from __future__ import annotations
@@ -18,48 +18,49 @@ import os
 import sys
 
 from utils.errors import CommandParser, UserError, run_command
+from utils.models import DTYPE_HELP, DTYPES
 
 log = logging.getLogger("merge")
-_DTYPES = ("auto", "float32", "bfloat16", "float16")
+RENAMED = {"adapter": "model_name_or_path", "base": "base_model_name_or_path", "output": "output_dir"}
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = CommandParser("python -m utils.merge", __doc__)
-    p.add_argument("--adapter", required=True, help="Adapter directory (adapter_config.json + weights).")
-    p.add_argument("--base", help="Base model; default: base_model_name_or_path in adapter_config.json.")
-    p.add_argument("--output", required=True, help="Directory for the merged model and tokenizer.")
-    p.add_argument("--dtype", default="auto", choices=_DTYPES, help="Weights dtype to merge and save in; auto = "
-                                                                    "the base checkpoint's.")
+    p = CommandParser("python -m utils.merge", __doc__, renamed=RENAMED)
+    p.add_argument("--model_name_or_path", required=True, help="Adapter directory (adapter_config.json + weights).")
+    p.add_argument("--base_model_name_or_path",
+                   help="Base model; default: base_model_name_or_path in adapter_config.json.")
+    p.add_argument("--output_dir", required=True, help="Directory for the merged model and tokenizer.")
+    p.add_argument("--dtype", default="checkpoint", choices=DTYPES, help=DTYPE_HELP)
     p.add_argument("--num_labels", type=int, default=1, help="Outputs of a reward model's score head.")
     p.add_argument("--trust_remote_code", action="store_true")
     a = p.parse_args(argv)
+    a.adapter, a.base, a.output = a.model_name_or_path, a.base_model_name_or_path, a.output_dir
     config_path = os.path.join(a.adapter, "adapter_config.json")
     if not os.path.isfile(config_path):
-        raise UserError(f"--adapter {a.adapter!r} is not an adapter directory: {config_path} does not exist. A "
+        raise UserError(f"--model_name_or_path {a.adapter!r} is not an adapter directory: {config_path} does not exist. A "
                         "full fine-tune (train_mode full) is already a plain model and needs no merge.")
     with open(config_path) as f:
         a.adapter_config = json.load(f)
     a.base = a.base or a.adapter_config.get("base_model_name_or_path")
     if not a.base:
-        raise UserError(f"{config_path} names no base model; pass --base PATH.")
+        raise UserError(f"{config_path} names no base model; pass --base_model_name_or_path PATH.")
     same = {os.path.abspath(a.base), os.path.abspath(a.adapter)}
     if os.path.abspath(a.output) in same:
-        raise UserError(f"--output {a.output!r} is the base or the adapter directory; write the merged model "
+        raise UserError(f"--output_dir {a.output!r} is the base or the adapter directory; write the merged model "
                         "to a new directory.")
     return a
 
 
 def merge(args) -> str:
-    import torch
     from peft import PeftModel
 
-    from utils.models import load_model, load_tokenizer
+    from utils.models import load_model, load_tokenizer, resolve_dtype
 
     head = "score" if args.adapter_config.get("task_type") == "SEQ_CLS" else "causal"
     # The adapter directory holds the tokenizer training used (its pad token may have grown the embeddings).
     has_tokenizer = os.path.isfile(os.path.join(args.adapter, "tokenizer_config.json"))
     tokenizer = load_tokenizer(args.adapter if has_tokenizer else args.base, args.trust_remote_code)
-    dtype = "auto" if args.dtype == "auto" else getattr(torch, args.dtype)
+    dtype = resolve_dtype(args.dtype)
     model = load_model(args.base, tokenizer, head=head, dtype=dtype, trust_remote_code=args.trust_remote_code,
                        num_labels=args.num_labels)
     try:

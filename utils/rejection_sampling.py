@@ -23,22 +23,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import math
 import os
-import statistics
 import sys
 
-import torch
-
 from utils.errors import CommandParser, UserError, run_command
-
-log = logging.getLogger("rejection_sampling")
-FILES = ("samples.jsonl", "best.jsonl", "pairs.jsonl")
-# Settings that change what is sampled; a resumed run must use the same ones.
-SAMPLING_KEYS = ("model_name_or_path", "base_model_name_or_path", "train_data_path", "reward_model_path",
-                 "reward_funcs", "reward_weights", "num_samples", "max_new_tokens", "temperature", "top_p",
-                 "top_k", "batch_size", "seed", "dtype", "load_in_4bit")
+from utils.models import DTYPE_HELP, DTYPES
+from utils.sample_files import Outputs, print_summary, summarize
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -64,8 +55,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--min_margin", type=float, default=0.0, help="pairs.jsonl keeps a prompt only if best - worst "
                                                                  "is at least this (and above 0).")
     p.add_argument("--max_prompts", type=int, default=None, help="Stop after this many new prompts (resume later).")
-    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                   help="auto: bfloat16 on a GPU that has it, else float32.")
+    p.add_argument("--dtype", default="auto", choices=DTYPES, help=DTYPE_HELP)
     p.add_argument("--load_in_4bit", action="store_true", help="Load the sampled model in 4-bit NF4.")
     p.add_argument("--trust_remote_code", action="store_true")
     p.add_argument("--overwrite", action="store_true", help="Start over in an output_dir that holds another run.")
@@ -77,22 +67,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if not (a.reward_model_path or a.reward_funcs):
         raise UserError("No reward source: give --reward_model_path PATH [PATH ...] and/or --reward_funcs "
                         "module:function [...].")
-    n_sources = len(a.reward_model_path) + len(a.reward_funcs)
-    if a.reward_weights is not None and len(a.reward_weights) != n_sources:
-        raise UserError(f"--reward_weights has {len(a.reward_weights)} values for {n_sources} reward sources "
-                        "(reward models first, then functions); give one weight per source.")
     if not os.path.exists(a.train_data_path):
         raise UserError(f"--train_data_path {a.train_data_path!r} does not exist.")
+    from utils.cli import check_paths
+
+    check_paths({"model_name_or_path": a.model_name_or_path, "reward_model_path": a.reward_model_path,
+                 "output_dir": a.output_dir})
     return a
 
 
 # ------------------------------------------------------------------------------------------ model
-def _dtype(name: str) -> torch.dtype:
-    if name == "auto":
-        return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
-    return getattr(torch, name)
-
-
 def model_paths(args) -> tuple[str, str]:
     """(base model, tokenizer) paths. An adapter directory is loaded onto the base its config names; one saved
     by main_train holds the tokenizer it was trained with."""
@@ -106,13 +90,15 @@ def model_paths(args) -> tuple[str, str]:
     return base, path if os.path.isfile(os.path.join(path, "tokenizer_config.json")) else base
 
 
-def load_policy(args, tokenizer):
+def load_policy(args, tokenizer, dtype):
     """The model to sample from (full, 4-bit, or base + LoRA adapter), on the GPU when there is one."""
+    import torch
+
     from utils.models import load_model
 
     base, _ = model_paths(args)
-    model = load_model(base, tokenizer, dtype=_dtype(args.dtype), trust_remote_code=args.trust_remote_code,
-                       train_mode="qlora" if args.load_in_4bit else "full")
+    model = load_model(base, tokenizer, dtype=dtype, load_in_4bit=args.load_in_4bit,
+                       trust_remote_code=args.trust_remote_code)
     if base != args.model_name_or_path:
         from peft import PeftModel
 
@@ -132,9 +118,17 @@ def render(prompt, tokenizer) -> tuple[str, bool]:
     return prompt, False
 
 
-@torch.no_grad()
 def sample(model, tokenizer, prompts: list, args, seed: int) -> list[list[str]]:
     """`num_samples` completions (text, cut at the first EOS) for each prompt."""
+    import torch
+
+    with torch.no_grad():
+        return _sample(model, tokenizer, prompts, args, seed)
+
+
+def _sample(model, tokenizer, prompts: list, args, seed: int) -> list[list[str]]:
+    import torch
+
     texts = [render(p, tokenizer) for p in prompts]
     templated = texts[0][1]
     enc = tokenizer([t for t, _ in texts], return_tensors="pt", padding=True,
@@ -179,168 +173,31 @@ def _as_completion(text: str, prompt):
     return [{"role": "assistant", "content": text}] if isinstance(prompt, list) else text
 
 
-def select(rows: list[dict], min_score, min_margin) -> tuple[dict | None, dict | None]:
-    """best.jsonl and pairs.jsonl rows for one prompt's samples (None where the prompt is not kept)."""
-    scored = [r for r in rows if r["score"] is not None]
-    if not scored:
-        return None, None
-    best = max(scored, key=lambda r: r["score"])  # first of equals: deterministic
-    worst = min(scored, key=lambda r: r["score"])
-    prompt = rows[0]["prompt"]
-    best_row = None
-    if min_score is None or best["score"] >= min_score:
-        best_row = {"prompt": prompt, "completion": best["completion"]}
-    gap = best["score"] - worst["score"]
-    pair_row = None
-    if gap > 0 and gap >= min_margin and best["completion"] != worst["completion"]:
-        pair_row = {"prompt": prompt, "chosen": best["completion"], "rejected": worst["completion"]}
-    return best_row, pair_row
-
-
-def _line(obj) -> str:
-    return json.dumps(obj, ensure_ascii=False) + "\n"
-
-
-# ---------------------------------------------------------------------------------------- outputs
-class Outputs:
-    """The three JSONL files. Each prompt is appended as whole lines and flushed, samples first; on open,
-    `samples.jsonl` is cut back to its complete prompts and the two derived files are rebuilt from it."""
-
-    def __init__(self, args):
-        self.dir, self.args = args.output_dir, args
-        os.makedirs(self.dir, exist_ok=True)
-        self._check_settings()
-        self.groups: dict[int, list[dict]] = {}  # index -> its samples, for the summary and resume
-        self.kept_best = self.kept_pairs = 0
-        lines = self._complete_lines()
-        self._rewrite("samples.jsonl", lines)
-        best, pairs = [], []
-        for index, rows in self.groups.items():
-            b, p = select(rows, args.min_score, args.min_margin)
-            best += [_line(b)] if b else []
-            pairs += [_line(p)] if p else []
-        self.kept_best, self.kept_pairs = len(best), len(pairs)
-        self._rewrite("best.jsonl", best)
-        self._rewrite("pairs.jsonl", pairs)
-        self.handles = {name: open(os.path.join(self.dir, name), "a", encoding="utf-8") for name in FILES}
-
-    def _check_settings(self):
-        path = os.path.join(self.dir, "sampling_args.json")
-        settings = {k: getattr(self.args, k) for k in SAMPLING_KEYS}
-        if os.path.exists(path) and not self.args.overwrite:
-            with open(path) as f:
-                old = json.load(f)
-            changed = [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in settings.items() if old.get(k) != v]
-            if changed:
-                raise UserError(f"{self.dir} holds a sampling run with other settings ({'; '.join(changed)}); a "
-                                "resumed run must sample the same way. Use another --output_dir, or --overwrite "
-                                "to start over.")
-        elif self.args.overwrite:
-            for name in FILES:
-                if os.path.exists(os.path.join(self.dir, name)):
-                    os.remove(os.path.join(self.dir, name))
-        with open(path + ".tmp", "w") as f:
-            json.dump(settings, f, indent=1)
-        os.replace(path + ".tmp", path)
-
-    def _complete_lines(self) -> list[str]:
-        """Lines of the prompts whose every sample reached samples.jsonl (a torn last line is dropped)."""
-        path = os.path.join(self.dir, "samples.jsonl")
-        if not os.path.exists(path):
-            return []
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-        by_index: dict[int, list[tuple[str, dict]]] = {}
-        for line in text.split("\n")[:-1]:  # the part after the last newline is a torn line, or empty
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            by_index.setdefault(row["index"], []).append((line + "\n", row))
-        lines = []
-        for index, items in by_index.items():
-            if len(items) == self.args.num_samples:
-                self.groups[index] = [row for _, row in items]
-                lines += [line for line, _ in items]
-        if self.groups:
-            log.info("resuming: %d prompts already done in %s", len(self.groups), path)
-        return lines
-
-    def _rewrite(self, name: str, lines: list[str]) -> None:
-        path = os.path.join(self.dir, name)
-        with open(path + ".tmp", "w", encoding="utf-8") as f:
-            f.write("".join(lines))
-        os.replace(path + ".tmp", path)  # atomic: a kill leaves the old file or the new one, never a mix
-
-    def add(self, index: int, rows: list[dict]) -> None:
-        self.groups[index] = rows
-        self._write("samples.jsonl", "".join(_line(r) for r in rows))
-        best, pair = select(rows, self.args.min_score, self.args.min_margin)
-        if best:
-            self.kept_best += 1
-            self._write("best.jsonl", _line(best))
-        if pair:
-            self.kept_pairs += 1
-            self._write("pairs.jsonl", _line(pair))
-
-    def _write(self, name: str, text: str) -> None:
-        self.handles[name].write(text)
-        self.handles[name].flush()
-
-    def close(self) -> None:
-        for h in self.handles.values():
-            h.close()
-
-
-def summarize(outputs: Outputs, total_prompts: int) -> dict:
-    """The score distribution over every sample, over each prompt's best, and of best - worst."""
-    scored = [s for rows in outputs.groups.values() if (s := [r["score"] for r in rows if r["score"] is not None])]
-
-    def dist(xs):
-        if not xs:
-            return {"n": 0}
-        q = statistics.quantiles(xs, n=10, method="inclusive") if len(xs) > 1 else [xs[0]] * 9
-        return {"n": len(xs), "mean": statistics.fmean(xs), "std": statistics.pstdev(xs), "min": min(xs),
-                "p10": q[0], "median": q[4], "p90": q[8], "max": max(xs)}
-
-    n_samples = sum(len(rows) for rows in outputs.groups.values())
-    return {"prompts_done": len(outputs.groups), "prompts_total": total_prompts,
-            "samples_unscored": n_samples - sum(len(s) for s in scored),
-            "score": dist([x for s in scored for x in s]), "best_score": dist([max(s) for s in scored]),
-            "best_minus_worst": dist([max(s) - min(s) for s in scored]),
-            "best_rows": outputs.kept_best, "pair_rows": outputs.kept_pairs}
-
-
-def _print_summary(s: dict, output_dir: str) -> None:
-    print(f"prompts done: {s['prompts_done']}/{s['prompts_total']} ({s['samples_unscored']} samples unscored)")
-    labels = {"score": "all samples", "best_score": "best per prompt", "best_minus_worst": "best - worst"}
-    for key, label in labels.items():
-        print(f"{label:16s} " + " ".join(f"{k}={v:.4g}" for k, v in s[key].items()))
-    print(f"best.jsonl: {s['best_rows']} rows, pairs.jsonl: {s['pair_rows']} rows, in {output_dir}")
-
-
 # ------------------------------------------------------------------------------------------- main
 def run(args) -> dict:
+    import torch
     from tqdm.auto import tqdm
 
     from utils.data import load_dataset_checked
-    from utils.models import load_tokenizer
-    from utils.rewards import load_reward_sources
+    from utils.models import load_tokenizer, resolve_dtype
+    from utils.rewards import check_reward_sources
 
-    # Cheap checks first: the data (with the tokenizer) and the reward functions, then the models.
+    # Check phase (no weights): the data with the tokenizer, the reward functions, reward-model tokenizers.
     tokenizer = load_tokenizer(model_paths(args)[1], args.trust_remote_code)
     tokenizer.padding_side = "left"  # generation continues the prompts' last tokens
     data = load_dataset_checked(args.train_data_path, "prompt", tokenizer, what="train_data_path")
-    sources = load_reward_sources(args.reward_model_path, args.reward_funcs, dtype=_dtype(args.dtype),
-                                  trust_remote_code=args.trust_remote_code)
+    checked = check_reward_sources(args.reward_model_path, args.reward_funcs, args.reward_weights,
+                                   args.trust_remote_code)
+    outputs = Outputs(args)
+    dtype = resolve_dtype(args.dtype)
+    sources = checked.build(dtype)
     names = source_names(sources)
     weights = args.reward_weights or [1.0] * len(sources)
-    outputs = Outputs(args)
     todo = [i for i in range(len(data)) if i not in outputs.groups]
     if args.max_prompts is not None:
         todo = todo[:args.max_prompts]
     if todo:
-        model = load_policy(args, tokenizer)
+        model = load_policy(args, tokenizer, dtype)
         if torch.cuda.is_available():
             sources = [s.to("cuda") if hasattr(s, "to") else s for s in sources]
     extra = [c for c in data.column_names if c != "prompt"]
@@ -371,7 +228,7 @@ def run(args) -> dict:
     summary = summarize(outputs, len(data))
     with open(os.path.join(args.output_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
-    _print_summary(summary, args.output_dir)
+    print_summary(summary, args.output_dir)
     return summary
 
 
