@@ -194,3 +194,16 @@ def save_cache(data: dict) -> None:
         os.replace(tmp, CACHE)
     except OSError:  # a read-only checkout: every run takes the slower path, nothing else changes
         pass
+
+
+if __name__ == "__main__":  # script/setup.sh: build the options cache unless it is current
+    if load_cache() is None:
+        sys.path.insert(0, ROOT)
+        from utils.imports import hide_unused_bitsandbytes
+
+        hide_unused_bitsandbytes([])  # the options do not depend on it; its import prints a kernel notice
+        import main_train
+        from rlhf_args import METHODS
+
+        main_train.write_options_cache(METHODS)
+        print(f"[setup] options cache written: {CACHE}")

@@ -34,19 +34,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--num_labels", type=int, default=1, help="Outputs of a reward model's score head.")
     p.add_argument("--trust_remote_code", action="store_true")
     a = p.parse_args(argv)
-    a.adapter, a.base, a.output = a.model_name_or_path, a.base_model_name_or_path, a.output_dir
-    config_path = os.path.join(a.adapter, "adapter_config.json")
+    config_path = os.path.join(a.model_name_or_path, "adapter_config.json")
     if not os.path.isfile(config_path):
-        raise UserError(f"--model_name_or_path {a.adapter!r} is not an adapter directory: {config_path} does not exist. A "
-                        "full fine-tune (train_mode full) is already a plain model and needs no merge.")
+        raise UserError(f"--model_name_or_path {a.model_name_or_path!r} is not an adapter directory: {config_path} "
+                        "does not exist. A full fine-tune (train_mode full) is already a plain model and needs no "
+                        "merge.")
     with open(config_path) as f:
         a.adapter_config = json.load(f)
-    a.base = a.base or a.adapter_config.get("base_model_name_or_path")
-    if not a.base:
+    a.base_model_name_or_path = a.base_model_name_or_path or a.adapter_config.get("base_model_name_or_path")
+    if not a.base_model_name_or_path:
         raise UserError(f"{config_path} names no base model; pass --base_model_name_or_path PATH.")
-    same = {os.path.abspath(a.base), os.path.abspath(a.adapter)}
-    if os.path.abspath(a.output) in same:
-        raise UserError(f"--output_dir {a.output!r} is the base or the adapter directory; write the merged model "
+    same = {os.path.abspath(a.base_model_name_or_path), os.path.abspath(a.model_name_or_path)}
+    if os.path.abspath(a.output_dir) in same:
+        raise UserError(f"--output_dir {a.output_dir!r} is the base or the adapter directory; write the merged model "
                         "to a new directory.")
     return a
 
@@ -58,20 +58,21 @@ def merge(args) -> str:
 
     head = "score" if args.adapter_config.get("task_type") == "SEQ_CLS" else "causal"
     # The adapter directory holds the tokenizer training used (its pad token may have grown the embeddings).
-    has_tokenizer = os.path.isfile(os.path.join(args.adapter, "tokenizer_config.json"))
-    tokenizer = load_tokenizer(args.adapter if has_tokenizer else args.base, args.trust_remote_code)
+    has_tokenizer = os.path.isfile(os.path.join(args.model_name_or_path, "tokenizer_config.json"))
+    adapter, base = args.model_name_or_path, args.base_model_name_or_path
+    tokenizer = load_tokenizer(adapter if has_tokenizer else base, args.trust_remote_code)
     dtype = resolve_dtype(args.dtype)
-    model = load_model(args.base, tokenizer, head=head, dtype=dtype, trust_remote_code=args.trust_remote_code,
+    model = load_model(base, tokenizer, head=head, dtype=dtype, trust_remote_code=args.trust_remote_code,
                        num_labels=args.num_labels)
     try:
-        model = PeftModel.from_pretrained(model, args.adapter)
+        model = PeftModel.from_pretrained(model, adapter)
     except (ValueError, RuntimeError, KeyError) as e:  # shape mismatches: another base, another vocabulary
-        raise UserError(f"The adapter at {args.adapter!r} does not fit the base {args.base!r}: {e}") from e
+        raise UserError(f"The adapter at {adapter!r} does not fit the base {base!r}: {e}") from e
     merged = model.merge_and_unload()
-    merged.save_pretrained(args.output, safe_serialization=True)
-    tokenizer.save_pretrained(args.output)
-    log.info("merged %s (%s) into %s -> %s", args.adapter, head, args.base, args.output)
-    return args.output
+    merged.save_pretrained(args.output_dir, safe_serialization=True)
+    tokenizer.save_pretrained(args.output_dir)
+    log.info("merged %s (%s) into %s -> %s", adapter, head, base, args.output_dir)
+    return args.output_dir
 
 
 def main(argv: list[str] | None = None) -> int:
