@@ -1,23 +1,17 @@
-"""Distributed paths on CPU, through `accelerate launch` with the shipped configs (script/ddp.yaml,
-zero2.yaml, zero3.yaml; DeepSpeed with DS_ACCELERATOR=cpu, torch gloo): 2 processes x batch 2 give
-the same losses and gradient norms as 1 process x batch 4, for every method x mode below; ZeRO-3
-saves LoRA adapters, score heads and full models whole; a ZeRO-3 run resumed from its step-2
-checkpoint reproduces the uninterrupted run.
+"""Distributed paths on CPU, through `accelerate launch` with the shipped configs (script/ddp.yaml, zero2.yaml,
+zero3.yaml; DeepSpeed with DS_ACCELERATOR=cpu, torch gloo): 2 processes x batch 2 give the same losses and
+gradient norms as 1 process x batch 4, for every method x mode below; ZeRO-3 saves LoRA adapters, score heads and
+full models whole; a ZeRO-3 run resumed from its step-2 checkpoint reproduces the uninterrupted run.
 
     pytest -m distributed tests/test_distributed.py        # alone (about 4 minutes on 2 cores)
 
-Cost: starting a process (torch, transformers, TRL, DeepSpeed) takes ~10 s and a 3-step run ~1-5 s, so
-each engine is ONE `accelerate launch --config_file script/<engine>.yaml --num_processes 2` of this file
-as a script, which calls `main_train.main(argv)` (the CLI's own code path) for every planned run in
-turn; the 1-process reference is one plain process doing the same. `set_seed(0)` before each run puts
-every process in the state a fresh process would have. The real shell command line is tested once, in its
-multi-machine form (two `bash script/rlhf_run.sh` on one host, ZeRO-3).
-
-Online methods sample: to compare process layouts, the driver swaps `torch.multinomial` for a
-deterministic sampler (even rows of a generate() batch take the most likely token, odd rows the
-second), so that 1 x [a, b, c, d] and 2 x [a, b] + [c, d] draw the same completions while the
-K samples of a prompt still differ. Everything else (generation with ZeRO-3-gathered weights,
-rewards, advantages, losses, optimizers) is the real code.
+Starting a process takes ~10 s and a 3-step run ~1-5 s, so each engine is ONE `accelerate launch` of this file as
+a script, which calls `main_train.main(argv)` (the CLI's own code path) for every planned run in turn, after
+`set_seed(0)`; the 1-process reference is one plain process doing the same. The real shell command line is tested
+once, in its multi-machine form (two `bash script/rlhf_run.sh` on one host, ZeRO-3). Online methods sample: the
+driver swaps `torch.multinomial` for a deterministic sampler (even rows of a generate() batch take the most likely
+token, odd rows the second), so that 1 x [a, b, c, d] and 2 x [a, b] + [c, d] draw the same completions while
+the K samples of a prompt still differ; everything else is the real code.
 """
 
 from __future__ import annotations
@@ -25,7 +19,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -50,12 +43,6 @@ COVERAGE = {
     "rloo": ALL, "rloo_full": Z3, "grpo": Z2, "ppo": ALL, "ppo_full": Z3,
 }
 ONLINE = ("gkd_onpolicy", "rloo", "rloo_full", "grpo", "ppo", "ppo_full")  # runs that sample: deterministic sampler
-
-
-def _has(method: str) -> bool:
-    from rlhf_args import METHODS
-
-    return method in METHODS
 
 
 # ------------------------------------------------------------------------------------------- plan
@@ -85,21 +72,18 @@ def plan(engine: str | None, paths: dict, out: Path) -> dict[str, list[str]]:
     }
     reward = ["--reward_funcs", f"{paths['reward']}:char_code_reward"]
     sample = ["--num_generations", "4", "--max_completion_length", "8"]
-    if _has("rloo"):
-        runs["rloo"] = ["RLOO", "lora", d / "prompts.jsonl", *reward, *sample, "--beta", "0.05"]
-        runs["rloo_full"] = ["RLOO", "full", d / "prompts.jsonl", *reward, *sample, "--beta", "0.05"]
-    if _has("grpo"):
-        runs["grpo"] = ["GRPO", "lora", d / "prompts.jsonl", *reward, *sample, "--beta", "0.05"]
-    if _has("ppo"):
-        # Advantages are whitened per process (as TRL 1.11's PPO did): a different estimator with 2 processes, so
-        # the layout comparison turns whitening off. `full` holds four models (policy, critic, reference, under
-        # ZeRO-3 each sharded, the frozen ones in inference engines).
-        ppo = [d / "prompts.jsonl", *reward, "--max_new_tokens", "8", "--num_ppo_epochs", "1",
-               "--whiten_advantages", "false"]
-        runs["ppo"] = ["PPO", "lora", *ppo]
-        # DeepSpeed clips one norm over policy and critic inside its engine, elsewhere they are clipped apart
-        # (README, PPO): the full run, whose critic gradient exceeds max_grad_norm, compares without clipping.
-        runs["ppo_full"] = ["PPO", "full", *ppo, "--max_grad_norm", "1e6"]
+    runs["rloo"] = ["RLOO", "lora", d / "prompts.jsonl", *reward, *sample, "--beta", "0.05"]
+    runs["rloo_full"] = ["RLOO", "full", d / "prompts.jsonl", *reward, *sample, "--beta", "0.05"]
+    runs["grpo"] = ["GRPO", "lora", d / "prompts.jsonl", *reward, *sample, "--beta", "0.05"]
+    # Advantages are whitened per process (as TRL 1.11's PPO did): a different estimator with 2 processes, so the
+    # layout comparison turns whitening off. `full` holds four models (policy, critic, reference, under ZeRO-3
+    # each sharded, the frozen ones in inference engines).
+    ppo = [d / "prompts.jsonl", *reward, "--max_new_tokens", "8", "--num_ppo_epochs", "1", "--whiten_advantages",
+           "false"]
+    runs["ppo"] = ["PPO", "lora", *ppo]
+    # DeepSpeed clips one norm over policy and critic inside its engine, elsewhere they are clipped apart (README,
+    # PPO): the full run, whose critic gradient exceeds max_grad_norm, compares without clipping.
+    runs["ppo_full"] = ["PPO", "full", *ppo, "--max_grad_norm", "1e6"]
     if engine == "zero3":
         # resume: the step-2 checkpoint of an uninterrupted 4-step run, resumed in a new output_dir
         for mode in ("full", "lora"):
@@ -283,32 +267,6 @@ def test_zero3_resume_reproduces_uninterrupted(mode, launches):
     for a, b in zip(full[2:], after):
         for key in ("loss", "grad_norm"):
             assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-7), f"step {a['step']} {key}"
-
-
-@pytest.mark.parametrize("launcher,expect", [
-    ({}, None),  # a plain process: untouched
-    ({"LOCAL_RANK": "0", "WORLD_SIZE": "2"}, ("gloo", True)),  # torchrun / accelerate DDP: DDP over gloo
-    ({"LOCAL_RANK": "0", "WORLD_SIZE": "2", "ACCELERATE_USE_DEEPSPEED": "true"}, ("gloo", False)),
-    ({"LOCAL_RANK": "0", "WORLD_SIZE": "2", "ACCELERATE_USE_FSDP": "true"}, "FSDP through accelerate needs GPUs"),
-    ({"LOCAL_RANK": "0", "WORLD_SIZE": "2", "DEEPSPEED_JSON": "1"}, "--deepspeed CONFIG.json under torchrun"),
-])
-def test_cpu_launch_defaults(launcher, expect, monkeypatch):
-    """The CPU glue (utils/distributed.py) in each launch situation, without starting processes."""
-    from types import SimpleNamespace
-
-    from utils.distributed import cpu_launch_defaults
-
-    for key in ("LOCAL_RANK", "WORLD_SIZE", "ACCELERATE_USE_DEEPSPEED", "ACCELERATE_USE_FSDP"):
-        monkeypatch.delenv(key, raising=False)
-    for key, value in launcher.items():
-        monkeypatch.setenv(key, value)
-    args = SimpleNamespace(ddp_backend=None, use_cpu=False, deepspeed="ds.json" if "DEEPSPEED_JSON" in launcher else None)
-    if isinstance(expect, str):
-        with pytest.raises(ValueError, match=re.escape(expect)):
-            cpu_launch_defaults(args)
-        return
-    cpu_launch_defaults(args)
-    assert (args.ddp_backend, args.use_cpu) == (expect or (None, False))
 
 
 def test_launch_script_two_machines(paths, launches, tmp_path):

@@ -171,7 +171,8 @@ def test_bitsandbytes_hidden_unless_needed(tiny_dir, tmp_path):
              ("--train_mode", "qlora"): "False True True",
              ("--optim", "paged_adamw_8bit"): "False True True",
              ("--model_name_or_path", str(quantized)): "False True True",
-             (str(yaml),): "False True True"}
+             (str(yaml),): "False True True", ("--config", str(yaml)): "False True True",
+             (f"--config={yaml}",): "False True True"}
     for argv, expected in cases.items():
         proc = subprocess.run([sys.executable, "-c", probe, *argv], cwd=ROOT, env=ENV, capture_output=True,
                               text=True, timeout=300)

@@ -16,7 +16,7 @@ def hide_unused_bitsandbytes(argv: list[str]) -> bool:
     (in its arguments, its YAML config, or the config.json of a model directory either names) runs as if it were
     not installed: a run that does need it always names it (qlora, an 8-bit optimizer, a quantized checkpoint)."""
     texts = list(argv)
-    words = lambda: [w.strip("'\"") for text in texts for w in text.split()]  # noqa: E731
+    words = lambda: [w.strip("'\"").rpartition("=")[2] for text in texts for w in text.split()]  # noqa: E731
     texts += [_read(w) for w in words() if w.endswith((".yaml", ".yml")) and os.path.isfile(w)]  # a YAML config
     texts += [_read(c) for c in {os.path.join(w, "config.json") for w in words()} if os.path.isfile(c)]  # model dirs
     if any(hint in text.lower() for text in texts for hint in _BNB_HINTS):
