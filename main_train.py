@@ -16,7 +16,9 @@ Nothing here names a method: what is particular to one is declared in its `rlhf_
 from __future__ import annotations
 
 import logging
+import math
 import os
+import shutil
 import sys
 from dataclasses import dataclass
 
@@ -24,58 +26,14 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 from utils import cli  # noqa: E402
 from utils.errors import UserError  # noqa: E402
+from utils.parser import general_help, make_parser, method_key, option_strings, write_options_cache  # noqa: E402,F401
 
 log = logging.getLogger("main_train")
 EXIT_USER_ERROR, EXIT_NON_FINITE = 2, 3
 RENAMED = {"model_dtype": "dtype"}  # old flag -> new; the old name works for one more release
-MORE_HELP = "Every option of one method, with its TRL config fields: python main_train.py --rlhf_type TYPE --help"
 
 
 # ------------------------------------------------------------------------------------------ parsing
-def _parser(dataclasses):
-    """TRL's parser (YAML defaults, then flags) over our dataclasses; no abbreviated flags; errors are UserErrors."""
-    from trl import TrlParser
-
-    class Parser(TrlParser):
-        def error(self, message):
-            raise UserError(f"{message}. Run `python main_train.py --rlhf_type TYPE --help` for every option.")
-
-    return Parser(dataclasses, prog="main_train.py", allow_abbrev=False)
-
-
-def _options(parser) -> set[str]:
-    return {o for action in parser._actions for o in action.option_strings}
-
-
-def _general_help(methods) -> str:
-    from common_args import CommonArgs
-
-    names = ", ".join(m.name for m in methods.values())
-    return f"{_parser([CommonArgs]).format_help()}\nMethods: {names}.\n{MORE_HELP}\n"
-
-
-def write_options_cache(methods) -> None:
-    """What the checks before the imports need (utils/cli.py), from the real parser and table."""
-    from common_args import CommonArgs
-
-    entries = {}
-    for key, m in methods.items():
-        parser = _parser([CommonArgs, m.config])
-        entries[key] = {"name": m.name, "data": m.data, "options": sorted(_options(parser)),
-                        "help": parser.format_help()}
-    cli.save_cache({"general_help": _general_help(methods), "methods": entries})
-
-
-def _method_key(name, names: list[str]) -> str:
-    """The table key of `--rlhf_type NAME` (case-insensitive), or a UserError listing the methods."""
-    if not name:
-        raise UserError(f"--rlhf_type is required; expected one of {', '.join(names)}.")
-    if str(name).lower() not in {n.lower() for n in names}:
-        raise UserError(f"--rlhf_type {name!r} is not a method; expected one of {', '.join(names)} "
-                        "(case-insensitive).")
-    return str(name).lower()
-
-
 def parse_args(argv: list[str], cache_is_current: bool = True):
     """argv (with or without a YAML config) -> (method, CommonArgs, the method's config), checked."""
     config_path, argv = cli.split_config(argv)
@@ -92,14 +50,14 @@ def _parse(argv, yaml_config, config_path, cache_is_current):
     if not cache_is_current:
         write_options_cache(METHODS)
     if values.get("help") and not values.get("rlhf_type"):
-        print(_general_help(METHODS))
+        print(general_help(METHODS))
         sys.exit(0)
-    method = METHODS[_method_key(values.get("rlhf_type"), [m.name for m in METHODS.values()])]
-    parser = _parser([CommonArgs, method.config])
+    method = METHODS[method_key(values.get("rlhf_type"), [m.name for m in METHODS.values()])]
+    parser = make_parser([CommonArgs, method.config])
     if values.get("help"):
         parser.print_help()
         sys.exit(0)
-    options = _options(parser)
+    options = option_strings(parser)
     cli.refuse_unknown(*cli.unknown(argv, yaml_config, options), options, method.name, config_path)
     lists = {a.dest for a in parser._actions if a.nargs in ("+", "*")}
     parser.set_defaults_with_config(**{k: [v] if k in lists and not isinstance(v, list) else v
@@ -124,6 +82,17 @@ def check_args(method, common, config) -> None:
         raise UserError("--output_dir is required: the directory where the model, metrics and checkpoints go.")
     if not 0.0 <= common.eval_split < 1.0:
         raise UserError(f"--eval_split {common.eval_split} is out of range; expected a fraction in [0, 1).")
+    if config.learning_rate < 0:
+        raise UserError(f"--learning_rate {config.learning_rate} is negative; expected a step size >= 0.")
+    for name in ("per_device_train_batch_size", "gradient_accumulation_steps"):
+        if getattr(config, name) < 1:
+            raise UserError(f"--{name} {getattr(config, name)} is out of range; expected an integer >= 1.")
+    from transformers.integrations import get_available_reporting_integrations
+
+    missing = [r for r in config.report_to if r not in get_available_reporting_integrations()]
+    if missing:
+        raise UserError(f"--report_to {' '.join(missing)}: {', '.join(missing)} is not installed; install it (pip "
+                        "install tensorboard, wandb, ...) or pass --report_to none.")
     if config.fp16 and not method.fp16_ok:
         raise UserError(f"--fp16 is refused for {method.name}: the CPO/SimPO/ORPO family's log-sigmoid losses "
                         "overflow in half precision and turn NaN. Use --bf16 true (GPUs since Ampere) or fp32 "
@@ -143,6 +112,9 @@ class Needs:
 def check_needs(method, common, config, tokenizer, train) -> Needs:
     if method.check:
         method.check(common, config, train.column_names)
+    from utils.data import refuse_if_all_dropped
+
+    refuse_if_all_dropped(common.train_data_path, train, tokenizer, getattr(config, "max_length", None))
     needs = Needs()
     if method.rewards:
         from utils.rewards import check_reward_sources
@@ -172,6 +144,10 @@ def load_data(method, common, tokenizer, rows: dict | None = None):
         evals = load_dataset_checked(common.eval_data_path, method.data, tokenizer, what="eval_data_path",
                                      rows=rows.get("eval_data_path"))
     elif common.eval_split > 0:
+        held = math.ceil(len(train) * common.eval_split)  # as datasets' train_test_split rounds
+        if held >= len(train):
+            raise UserError(f"--eval_split {common.eval_split} of {len(train)} rows leaves no training row; expected "
+                            "a smaller fraction, more rows, or --eval_data_path.")
         split = train.train_test_split(test_size=common.eval_split, seed=0)
         train, evals = split["train"], split["test"]
     return train, evals
@@ -187,7 +163,7 @@ def check_phase(argv: list[str]):
         if values.get("help") and not values.get("rlhf_type"):
             print(cache["general_help"])
             sys.exit(0)
-        entry = cache["methods"][_method_key(values.get("rlhf_type"), [m["name"] for m in cache["methods"].values()])]
+        entry = cache["methods"][method_key(values.get("rlhf_type"), [m["name"] for m in cache["methods"].values()])]
         if values.get("help"):
             print(entry["help"])
             sys.exit(0)
@@ -234,9 +210,14 @@ def build_trainer(method, common, config, tokenizer, train, evals, callbacks, ne
         kwargs.update(build_ppo_models(needs.critic, common, config, tokenizer, dtype, model, kwargs["reward_funcs"],
                                        peft_config))
     try:
-        return method.trainer()(**kwargs)
+        trainer = method.trainer()(**kwargs)
     except ValueError as e:  # TRL validates option combinations when the trainer is built
         raise UserError(f"{method.name} trainer refused the configuration: {e}") from e
+    if hasattr(trainer.train_dataset, "__len__") and len(trainer.train_dataset) == 0:
+        raise UserError(f"{method.name} dropped every training row while preparing the data (each one longer than "
+                        f"--max_length {getattr(config, 'max_length', None)} where it counts, or with nothing left to "
+                        "train on); expected a larger --max_length or shorter rows.")
+    return trainer
 
 
 def save_outputs(trainer, tokenizer, output_dir: str) -> None:
@@ -249,15 +230,31 @@ def save_outputs(trainer, tokenizer, output_dir: str) -> None:
         trainer.state.save_to_json(os.path.join(output_dir, "trainer_state.json"))
 
 
+def _undo_output_dir(path: str | None, before: set | None) -> None:
+    """A refused run leaves output_dir as it found it: what the trainer created while being built goes."""
+    if path is None or not os.path.isdir(path):
+        return
+    if before is None:
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    for name in set(os.listdir(path)) - before:
+        target = os.path.join(path, name)
+        shutil.rmtree(target, ignore_errors=True) if os.path.isdir(target) else os.remove(target)
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
+    out = before = None
     try:
         method, common, config, tokenizer, train, evals, needs = check_phase(sys.argv[1:] if argv is None else argv)
+        out = config.output_dir
+        before = set(os.listdir(out)) if os.path.isdir(out) else None
         from utils.callbacks import StopOnNonFinite
 
         guard = StopOnNonFinite()
         trainer = build_trainer(method, common, config, tokenizer, train, evals, [guard], needs)
     except UserError as e:
+        _undo_output_dir(out, before)
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
     log.info("%s (%s) on %d rows -> %s", method.name, common.train_mode, len(train), config.output_dir)

@@ -13,11 +13,21 @@ import torch
 REWARDS = "def length(completions, **kwargs):\n    return [float(len(str(c))) for c in completions]\n"
 
 
-@pytest.fixture(scope="module")
-def other_dir(tmp_path_factory):
+def _reward_model(path, vocab_size: int, seed: int) -> str:
+    """A tiny sequence-classification model (the reward-model shape) saved with its own tokenizer."""
+    from transformers import AutoModelForSequenceClassification
+
     from utils.tiny_model import make_tiny
 
-    return make_tiny(str(tmp_path_factory.mktemp("other") / "model"), hidden_size=32, vocab_size=300, seed=3)
+    make_tiny(str(path), hidden_size=32, vocab_size=vocab_size, seed=seed)
+    AutoModelForSequenceClassification.from_pretrained(path, num_labels=1).save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def rms(tmp_path_factory):
+    d = tmp_path_factory.mktemp("rms")
+    return {"same": _reward_model(d / "same", 512, 0), "other": _reward_model(d / "other", 300, 3)}
 
 
 def _plan(mode, tokenizer_dir, reward_dirs, value_model_path=None):
@@ -31,20 +41,21 @@ def _plan(mode, tokenizer_dir, reward_dirs, value_model_path=None):
                         load_tokenizer(str(tokenizer_dir)), rewards)
 
 
-def test_critic_plan(tiny_dir, other_dir):
+def test_critic_plan(tiny_dir, rms):
     from utils.errors import UserError
 
+    same, other = rms["same"], rms["other"]
     # A reward model of the policy's tokenizer is the critic's start (its score head already values text) ...
-    assert _plan("lora", tiny_dir, [other_dir, tiny_dir]) == _plan_of(str(tiny_dir), True)
+    assert _plan("lora", tiny_dir, [other, same]) == _plan_of(same, True)
     # ... one of another tokenizer never is: the critic then starts from the policy, over the policy's weights.
-    assert _plan("lora", tiny_dir, [other_dir]) == _plan_of(None, True)
+    assert _plan("lora", tiny_dir, [other]) == _plan_of(None, True)
     # full fine-tuning: a trainable copy, nothing shared.
-    assert _plan("full", tiny_dir, [tiny_dir]) == _plan_of(str(tiny_dir), False)
-    assert _plan("full", tiny_dir, [other_dir]) == _plan_of(None, False)
+    assert _plan("full", tiny_dir, [same]) == _plan_of(same, False)
+    assert _plan("full", tiny_dir, [other]) == _plan_of(None, False)
     # an explicit value model that is no reward model: loaded on its own, even in lora mode.
-    assert _plan("lora", tiny_dir, [other_dir], value_model_path=str(tiny_dir)) == _plan_of(str(tiny_dir), False)
+    assert _plan("lora", tiny_dir, [other], value_model_path=str(tiny_dir)) == _plan_of(str(tiny_dir), False)
     with pytest.raises(UserError, match="does not use the policy's tokenizer"):
-        _plan("lora", tiny_dir, [tiny_dir], value_model_path=str(other_dir))
+        _plan("lora", tiny_dir, [same], value_model_path=other)
 
 
 def _plan_of(path, share):

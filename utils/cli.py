@@ -4,7 +4,7 @@ data row be reported in well under 3 s (importing torch, transformers and TRL's 
 CPU cores; bench/RESULTS.md, start-up).
 
 The cache (`.cache/cli-options.json`) holds each method's data kind, option names and `--help` text, produced
-by the real parser from the real table (main_train.write_options_cache). Its key covers the Python, TRL and
+by the real parser from the real table (utils/parser.write_options_cache). Its key covers the Python, TRL and
 transformers versions and every file the options come from, so an edited args file or another TRL makes it
 stale; a stale cache is never used (every check then runs after the imports) and is rebuilt by that run.
 `script/setup.sh` builds it once after installing.
@@ -169,7 +169,8 @@ def _key() -> str:
     h = hashlib.sha256(sys.version.encode())
     for dist in ("trl", "transformers"):
         h.update(version(dist).encode())
-    files = ["common_args.py", "utils/models.py", "utils/cli.py", *glob.glob("rlhf_args/*.py", root_dir=ROOT)]
+    files = ["common_args.py", "utils/models.py", "utils/cli.py", "utils/parser.py",
+             *glob.glob("rlhf_args/*.py", root_dir=ROOT)]
     for rel in sorted(files):
         with open(os.path.join(ROOT, rel), "rb") as f:
             h.update(rel.encode() + f.read())
@@ -202,8 +203,9 @@ if __name__ == "__main__":  # script/setup.sh: build the options cache unless it
         from utils.imports import hide_unused_bitsandbytes
 
         hide_unused_bitsandbytes([])  # the options do not depend on it; its import prints a kernel notice
-        import main_train
+        os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
         from rlhf_args import METHODS
+        from utils.parser import write_options_cache
 
-        main_train.write_options_cache(METHODS)
+        write_options_cache(METHODS)
         print(f"[setup] options cache written: {CACHE}")

@@ -20,6 +20,7 @@ from utils.errors import UserError
 from utils.rows import (DATA_KIND_HELP, SCHEMAS, BadRow, check_row, field_names, is_conversational_row,  # noqa: F401
                         json_type, one_line, style_of, where)
 
+
 @dataclass
 class Rows:
     """A data file read and every row checked (`check_rows`), not yet a Dataset."""
@@ -42,7 +43,30 @@ def load_dataset_checked(path: str, kind: str, tokenizer=None, *, what: str = "t
                         f"tokenizer at {name} has no chat template, so the messages cannot be turned into text; "
                         "expected a tokenizer that has a chat template, or plain-string rows (no template is "
                         "applied to those).")
+    if rows.conversational and tokenizer is not None:
+        render_every_row(rows, tokenizer)
     return rows.dataset if rows.dataset is not None else _to_dataset(path, rows.records)
+
+
+def render_every_row(rows: Rows, tokenizer) -> None:
+    """Apply the chat template to every conversational row as TRL will (the prompt alone, ready for the answer;
+    the prompt with each completion; a whole conversation), so that a template that refuses a row (Gemma's on a
+    system turn, a strict alternation check) is reported here, before any weights load, not mid-training."""
+    name = getattr(tokenizer, "name_or_path", "") or "the tokenizer"
+    for loc, row in rows.records:
+        prompt = row.get("prompt")
+        renders = [(prompt, True)] if isinstance(prompt, list) else []
+        for field in ("chosen", "rejected", "completion", "messages"):
+            value = row.get(field)
+            if isinstance(value, list):
+                renders.append(((prompt if isinstance(prompt, list) else []) + value, False))
+        for messages, generation_prompt in renders:
+            try:
+                tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+            except Exception as e:  # a template may raise anything (jinja2's TemplateError, KeyError, TypeError...)
+                raise UserError(f"{rows.path}:{loc}: the chat template of {name} refused this row: "
+                                f"{type(e).__name__}: {one_line(e)}; expected a row that template accepts (e.g. no "
+                                "system turn for templates without a system role).") from None
 
 
 def check_rows(path: str, kind: str, what: str = "train_data_path") -> Rows:
@@ -59,10 +83,10 @@ def check_rows(path: str, kind: str, what: str = "train_data_path") -> Rows:
             variant, conversational = check_row(row, kind)
             if first is not None and variant != first[1]:
                 raise BadRow(f"this row has {field_names(variant)} but {where(first[0])} has {field_names(first[1])}",
-                           "every row to use the same fields")
+                             "every row to use the same fields")
             if first is not None and conversational != first[2]:
                 raise BadRow(f"this row is {style_of(conversational)} but {where(first[0])} is {style_of(first[2])}",
-                           "every row in the same style (TRL applies the chat template to all rows or none)")
+                             "every row in the same style (TRL applies the chat template to all rows or none)")
         except BadRow as e:
             raise UserError(f"{path}:{loc}: {e.what}; expected {e.expected.rstrip('.')}.") from None
         if first is None:
@@ -176,3 +200,20 @@ def _to_dataset(path: str, records):
                         "type for each field across all rows.") from None
 
 
+
+
+def refuse_if_all_dropped(path: str, dataset, tokenizer, max_length: int | None) -> None:
+    """TRL drops every row whose prompt alone fills `max_length`; when that is every row it fails later with
+    "torch.cat(): expected a non-empty list of Tensors". Counted here, with the tokenizer, before any weights."""
+    if not max_length or "prompt" not in dataset.column_names:
+        return
+    prompts = list(dataset["prompt"])
+    if isinstance(prompts[0], list):
+        texts = tokenizer.apply_chat_template(prompts, tokenize=False, add_generation_prompt=True)
+        lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    else:
+        lengths = [len(ids) for ids in tokenizer(prompts)["input_ids"]]
+    if min(lengths) >= max_length:
+        raise UserError(f"{path}: --max_length {max_length} leaves no training row: every prompt alone is at least "
+                        f"that long (the shortest has {min(lengths)} tokens, the longest {max(lengths)}), so no row "
+                        f"keeps a token of its answer to train on; expected --max_length above {min(lengths)} (e.g. {2 * max(lengths)}).")

@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 DTYPES = ("auto", "checkpoint", "float32", "bfloat16", "float16")
 DTYPE_HELP = ("Weights dtype: auto = the compute dtype (bfloat16 with --bf16, which is on by default on GPUs that "
               "have it; float16 with --fp16; else float32) | checkpoint = as saved | float32 | bfloat16 | float16.")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model", "spiece.model",
+                   "vocab.txt")
 WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
            "adapter_model.safetensors", "adapter_model.bin")
 
@@ -59,7 +61,7 @@ def check_model_dir(path: str, what: str) -> None:
         if looks_local(path):
             raise UserError(f"{what} {path!r} does not exist; expected a model directory (config.json + weights, as "
                             "written by save_pretrained) or a hub id.")
-        return
+        return check_hub_id(path, what)
     if not os.path.isdir(real):
         raise UserError(f"{what} {path!r} is a file; expected a model directory (config.json + weights).")
     if not any(os.path.isfile(os.path.join(real, c)) for c in ("config.json", "adapter_config.json")):
@@ -71,18 +73,49 @@ def check_model_dir(path: str, what: str) -> None:
                         "index); expected a model directory written by save_pretrained.")
 
 
+def check_hub_id(path: str, what: str) -> None:
+    """A hub id must be in the local Hugging Face cache or the hub reachable: transformers would otherwise retry
+    for about a minute and end in a traceback."""
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(path, "config.json"), str):
+        return
+    instead = ("pass a local model directory (written by save_pretrained), or fetch the model on a connected "
+               "machine first (it is then in the cache)")
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        raise UserError(f"{what} {path!r} is not a local directory and not in the Hugging Face cache, and this "
+                        f"machine is offline (HF_HUB_OFFLINE is set); {instead}.")
+    import socket
+    from urllib.parse import urlparse
+
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
+    try:
+        socket.create_connection((host, 443), timeout=5).close()
+    except OSError:
+        raise UserError(f"{what} {path!r} is not a local directory, not in the Hugging Face cache, and {host} cannot "
+                        f"be reached: this machine looks offline; {instead}.") from None
+
+
 def load_tokenizer(path: str, trust_remote_code: bool = False):
     """Load a tokenizer and make sure it has a pad token (the Qwen2 'no padding token' failure).
 
     The pad token becomes the EOS token when there is one (no new embedding row needed); the model
-    side of the repair is `repair_pad_token`, which every loaded model goes through.
+    side of the repair is `repair_pad_token`, which every loaded model goes through. A directory without
+    tokenizer files, or a tokenizer without a real vocabulary, is refused: transformers would build an empty one.
     """
     from transformers import AutoTokenizer
 
+    real = os.path.expanduser(path)
+    if os.path.isdir(real) and not any(os.path.isfile(os.path.join(real, f)) for f in TOKENIZER_FILES):
+        raise UserError(f"{path!r} holds no tokenizer (none of {', '.join(TOKENIZER_FILES)}); expected the tokenizer "
+                        "saved beside the model (tokenizer.save_pretrained(DIR)), or pass --tokenizer_name_or_path.")
     try:
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as e:
-        raise UserError(f"Could not load a tokenizer from {path!r}: {e}") from e
+    except Exception as e:  # OSError, ValueError, and whatever a broken tokenizer file raises in the fast tokenizer
+        raise UserError(f"Could not load a tokenizer from {path!r}: {type(e).__name__}: {e}") from e
+    if len(tok.get_vocab()) - len(set(tok.all_special_tokens)) < 2:
+        raise UserError(f"The tokenizer at {path!r} has no real vocabulary ({len(tok)} tokens, all special); expected "
+                        "the tokenizer the model was trained with.")
     if tok.pad_token is None:
         if tok.eos_token is not None:
             tok.pad_token = tok.eos_token
@@ -127,10 +160,11 @@ def quantization_config(dtype):
 
 
 def load_model(path: str, tokenizer, *, head: str = "causal", dtype=None, load_in_4bit: bool = False,
-               trust_remote_code: bool = False, num_labels: int = 1):
+               trust_remote_code: bool = False, num_labels: int = 1, trained_head: bool = False):
     """Load a causal LM (`head="causal"`) or a sequence-classification model with `num_labels` outputs
     (`head="score"`) in `dtype` (None = float32, "auto" = as saved), 4-bit NF4 with `load_in_4bit` (the QLoRA base,
-    or a frozen teacher / sampled model), with the pad token repaired."""
+    or a frozen teacher / sampled model), with the pad token repaired. `trained_head`: refuse a score head that
+    was not in the checkpoint (a reward model must not score with a random head)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
@@ -142,7 +176,13 @@ def load_model(path: str, tokenizer, *, head: str = "causal", dtype=None, load_i
         kwargs["quantization_config"] = quantization_config(dtype)
     try:
         if head == "score":
-            model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels, **kwargs)
+            model, info = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels,
+                                                                             output_loading_info=True, **kwargs)
+            missing = [k for k in info["missing_keys"] if k.split(".")[0] in ("score", "classifier")]
+            if trained_head and missing:
+                raise UserError(f"The reward model at {path!r} has no trained score head: {', '.join(missing)} "
+                                "is not in its checkpoint, so its scores would be random. Expected a model trained "
+                                "with --rlhf_type Reward (a sequence-classification checkpoint), not a causal LM.")
         else:
             model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except ValueError as e:
@@ -155,8 +195,11 @@ def load_model(path: str, tokenizer, *, head: str = "causal", dtype=None, load_i
                 "AutoModelForSequenceClassification in config.json `auto_map`."
             ) from e
         raise UserError(f"Could not load the model at {path!r}: {e}") from e
-    except OSError as e:
-        raise UserError(f"Could not load the model at {path!r}: {e}") from e
+    except UserError:
+        raise
+    except Exception as e:  # OSError, and what truncated or corrupt weights raise (safetensors' own error type)
+        raise UserError(f"Could not load the model at {path!r}: {type(e).__name__}: {e}; expected a complete "
+                        "checkpoint (a truncated or corrupt weights file? save it again).") from e
     if load_in_4bit:
         guard_bnb_cpu_inference(model)
         if head == "score":

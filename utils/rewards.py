@@ -41,7 +41,8 @@ class RewardModelScorer:
         self.path, self.batch_size, self.max_length = path, batch_size, max_length
         self.tokenizer = tokenizer or load_tokenizer(path, trust_remote_code)
         self.tokenizer.padding_side = "right"
-        self.model = load_model(path, self.tokenizer, head="score", dtype=dtype, trust_remote_code=trust_remote_code)
+        self.model = load_model(path, self.tokenizer, head="score", dtype=dtype, trust_remote_code=trust_remote_code,
+                                trained_head=True)
         self.model.eval().requires_grad_(False)
         self.__name__ = os.path.basename(os.path.normpath(path)) or "reward_model"
 
@@ -122,13 +123,17 @@ class CheckedRewardFunction:
         except Exception as e:
             raise UserError(f"reward function {self.spec!r} raised {type(e).__name__}: {e}") from e
         try:
-            out = [math.nan if v is None else float(v) for v in out]
+            values = [math.nan if v is None else float(v) for v in out]
         except (TypeError, ValueError) as e:
             raise UserError(f"reward function {self.spec!r} must return one float per completion; got {out!r:.200}") from e
-        if len(out) != len(completions):
-            raise UserError(f"reward function {self.spec!r} returned {len(out)} values for {len(completions)} "
+        if len(values) != len(completions):
+            raise UserError(f"reward function {self.spec!r} returned {len(values)} values for {len(completions)} "
                             "completions; expected one float per completion.")
-        return out
+        bad = next((i for i, (v, raw) in enumerate(zip(values, out)) if raw is not None and not math.isfinite(v)), None)
+        if bad is not None:  # NaN would silently train on nothing; None is the way to say "not scored"
+            raise UserError(f"reward function {self.spec!r} returned {values[bad]} for the prompt "
+                            f"{_as_text(prompts[bad])[:200]!r}; expected a finite float (or None: not scored).")
+        return values
 
 
 @dataclass
@@ -164,7 +169,23 @@ def check_reward_sources(model_paths, func_specs, weights=None, trust_remote_cod
                         "first, then functions); give one weight per source.")
     for path in model_paths:
         check_model_dir(path, "--reward_model_path")
+        _refuse_causal_lm(path)
     functions = [CheckedRewardFunction(spec) for spec in func_specs]
     tokenizers = [load_tokenizer(path, trust_remote_code) for path in model_paths]
     return RewardSources(model_paths, tokenizers, functions, list(weights) if weights is not None else None,
                          trust_remote_code)
+
+
+def _refuse_causal_lm(path: str) -> None:
+    """A causal LM named as a reward model would get a random score head; its config says so before any load."""
+    import json
+
+    config = os.path.join(os.path.expanduser(path), "config.json")
+    if not os.path.isfile(config):
+        return
+    with open(config) as f:
+        architectures = json.load(f).get("architectures") or []
+    if architectures and all(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures):
+        raise UserError(f"--reward_model_path {path!r} is a causal LM ({', '.join(architectures)}), not a reward "
+                        "model: loaded as one, its score head would be random. Expected a model trained with "
+                        "--rlhf_type Reward (a *ForSequenceClassification checkpoint).")
