@@ -18,14 +18,17 @@ from __future__ import annotations
 import logging
 import math
 import os
-import shutil
 import sys
+import warnings
 from dataclasses import dataclass
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+# TRL 1.16 and peft read transformers 5.23's deprecated `is_gradient_checkpointing`; nothing a user can act on.
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 from utils import cli  # noqa: E402
 from utils.errors import UserError  # noqa: E402
+from utils.outputs import resume_command, save_outputs, undo_output_dir  # noqa: E402
 from utils.parser import general_help, make_parser, method_key, option_strings, write_options_cache  # noqa: E402,F401
 
 log = logging.getLogger("main_train")
@@ -220,57 +223,47 @@ def build_trainer(method, common, config, tokenizer, train, evals, callbacks, ne
     return trainer
 
 
-def save_outputs(trainer, tokenizer, output_dir: str) -> None:
-    from utils.distributed import prepare_final_save
-
-    prepare_final_save(trainer)  # FSDP / ZeRO-3: gather a whole model, whatever the checkpoint settings
-    trainer.save_model(output_dir)  # safetensors; a PEFT adapter directory in lora / qlora mode
-    if trainer.is_world_process_zero():
-        tokenizer.save_pretrained(output_dir)
-        trainer.state.save_to_json(os.path.join(output_dir, "trainer_state.json"))
-
-
-def _undo_output_dir(path: str | None, before: set | None) -> None:
-    """A refused run leaves output_dir as it found it: what the trainer created while being built goes."""
-    if path is None or not os.path.isdir(path):
-        return
-    if before is None:
-        shutil.rmtree(path, ignore_errors=True)
-        return
-    for name in set(os.listdir(path)) - before:
-        target = os.path.join(path, name)
-        shutil.rmtree(target, ignore_errors=True) if os.path.isdir(target) else os.remove(target)
-
-
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     out = before = None
     try:
-        method, common, config, tokenizer, train, evals, needs = check_phase(sys.argv[1:] if argv is None else argv)
+        method, common, config, tokenizer, train, evals, needs = check_phase(argv)
         out = config.output_dir
         before = set(os.listdir(out)) if os.path.isdir(out) else None
-        from utils.callbacks import StopOnNonFinite
+        from utils.callbacks import StopOnNonFinite, StopOnSignal
 
         guard = StopOnNonFinite()
         trainer = build_trainer(method, common, config, tokenizer, train, evals, [guard], needs)
     except UserError as e:
-        _undo_output_dir(out, before)
+        undo_output_dir(out, before)
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
     log.info("%s (%s) on %d rows -> %s", method.name, common.train_mode, len(train), config.output_dir)
+    stop = StopOnSignal()  # from here on, Ctrl-C saves a checkpoint first
+    trainer.add_callback(stop)
     try:
         trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
     except UserError as e:  # raised mid-run by user code we call, e.g. a reward function that fails or miscounts
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
+    finally:
+        stop.restore()
     if guard.tripped:
         step, key, value = guard.tripped
-        print(f"error: {key} became {value} at step {step}; training stopped there and the final model was not "
-              f"saved. The last good checkpoint (if any) is in {config.output_dir}. Lower the learning rate, use "
+        last = (f"The last good checkpoint is {guard.last_good}; resume with:\n  {resume_command(argv, guard.last_good)}"
+                if guard.last_good else "No checkpoint from before it was kept.")
+        print(f"error: {key} became {value} at step {step}; training stopped there, the final model was not saved, "
+              f"and the checkpoints whose weights produced it were removed. {last}\nLower the learning rate, use "
               "bf16 or fp32 rather than fp16, or check the data for empty or very long rows.", file=sys.stderr)
         if trainer.is_world_process_zero():
             trainer.state.save_to_json(os.path.join(config.output_dir, "trainer_state.json"))
         return EXIT_NON_FINITE
+    if stop.signum is not None:
+        checkpoint = os.path.join(config.output_dir, f"checkpoint-{stop.step}")
+        print(f"Interrupted at step {stop.step}: checkpoint saved in {checkpoint}. Resume with:\n  "
+              f"{resume_command(argv, checkpoint)}", file=sys.stderr)
+        return 128 + stop.signum
     if evals is not None:
         trainer.evaluate()
     save_outputs(trainer, tokenizer, config.output_dir)

@@ -51,14 +51,23 @@ class OurDefaults:
     output_dir: str | None = field(default=None, metadata={"help": "Where the model, metrics and checkpoints go."})
     # Speed over memory: no activation recomputation (TRL turns it on everywhere). bench/RESULTS.md, 3.5M params,
     # batch 4, 150-190 tokens: DPO 1.39x tokens/s for +17 % peak RSS, KTO 1.19x, SimPO 1.45x, Reward 1.23x, GKD
-    # 1.20x, RLOO/GRPO ~1.03x. Turn it on (--gradient_checkpointing true) when activations do not fit.
-    gradient_checkpointing: bool | None = False
+    # 1.20x, RLOO/GRPO ~1.03x. Turn it on (--activation_checkpointing true) when activations do not fit.
+    activation_checkpointing: bool | None = False
+    # transformers 5.23 renamed it and warns whenever the old name is set, even to False: unset here (TRL's default
+    # is True), and a user's --gradient_checkpointing is moved to the new name in __post_init__.
+    gradient_checkpointing: bool | None = None
 
     def __post_init__(self):
+        if self.gradient_checkpointing is not None:
+            self.activation_checkpointing, self.gradient_checkpointing = self.gradient_checkpointing, None
         # TRL turns bf16 on whenever fp16 is off; on a machine without bf16 support (CPU) that either fails or
         # runs hundreds of times slower, so an unset bf16 means "bf16 where the hardware has it".
         if self.bf16 is None and not self.fp16:
             self.bf16 = bf16_supported()
+        import torch
+
+        if not torch.cuda.is_available():  # pinned memory needs an accelerator; torch warns on every dataloader
+            self.dataloader_pin_memory = False
         # Under `accelerate launch` / torchrun without CUDA: the gloo backend, set before devices are set up.
         from utils.distributed import cpu_launch_defaults
 

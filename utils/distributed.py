@@ -42,6 +42,8 @@ def cpu_launch_defaults(args) -> None:
     """Called by OurDefaults.__post_init__ before TrainingArguments sets up devices (see the module docstring)."""
     import torch
 
+    if not torch.cuda.is_available():  # DeepSpeed would log "Setting accelerator to CPU" in every run otherwise
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     if not launched() or torch.cuda.is_available():
         return
     if engine() == "fsdp":  # a ValueError here becomes main_train's one-paragraph config error

@@ -56,25 +56,27 @@ class RewardModelScorer:
                     raise UserError(f"The reward model at {self.path!r} has no chat template, but the prompts are "
                                     "conversations; give it a tokenizer with a chat template or use plain-string data.")
                 out.append(self.tokenizer.apply_chat_template(messages, tokenize=False))
-            else:  # plain strings: TRL's RewardTrainer trained on text + EOS, so the score is read at the EOS
+            else:  # plain strings: TRL's RewardTrainer trained on text + EOS, tokenized with special tokens
                 text = p + _as_text(c)
                 eos = self.tokenizer.eos_token
                 out.append(text if not eos or text.endswith(eos) else text + eos)
         return out
 
-    def score_texts(self, texts: list[str]) -> list[float]:
+    def score_texts(self, texts: list[str], add_special_tokens: bool = False) -> list[float]:
+        """Scores of `texts`; `add_special_tokens` as RewardTrainer tokenized them: a chat template's text already
+        holds its special tokens, plain text gets the tokenizer's own (the BOS of Llama-3, Gemma)."""
         import torch
 
         with torch.no_grad():
-            return self._score(texts)
+            return self._score(texts, add_special_tokens)
 
-    def _score(self, texts: list[str]) -> list[float]:
+    def _score(self, texts: list[str], add_special_tokens: bool) -> list[float]:
         device = next(self.model.parameters()).device
         scores = []
         for i in range(0, len(texts), self.batch_size):
             enc = self.tokenizer(texts[i:i + self.batch_size], return_tensors="pt", padding=True,
                                  truncation=self.max_length is not None, max_length=self.max_length,
-                                 add_special_tokens=False).to(device)
+                                 add_special_tokens=add_special_tokens).to(device)
             scores += self.model(**enc).logits[:, 0].float().tolist()
         return scores
 
@@ -83,7 +85,8 @@ class RewardModelScorer:
         return self
 
     def __call__(self, prompts, completions, **_columns) -> list[float]:
-        return self.score_texts(self.texts(prompts, completions))
+        plain = not isinstance(prompts[0], list)
+        return self.score_texts(self.texts(prompts, completions), add_special_tokens=plain)
 
 
 def import_function(spec: str):

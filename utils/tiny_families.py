@@ -5,14 +5,15 @@
 What is real: the model class (`LlamaForCausalLM`, `Gemma2ForCausalLM`, `Phi3ForCausalLM`, `Qwen3ForCausalLM`,
 `GPT2LMHeadModel`), the special tokens and their roles, whether the tokenizer adds BOS when encoding, the pad token
 (or its absence), the EOS ids in the config and generation config, and the chat template (the one TRL ships in
-`trl/chat_templates/`). What is tiny: a BPE trained on a small corpus (vocabulary ~520-800) and a 2-layer model.
+`trl/chat_templates/`). What is tiny: a BPE trained on a small corpus (512 tokens; Gemma 612, 256 of them its
+byte-fallback tokens) and a 2-layer model.
 
 | family | BOS added | EOS (tokenizer) | ends a turn | pad | config eos_token_id | chat template |
 |---|---|---|---|---|---|---|
 | llama3 | `<|begin_of_text|>` | `<|eot_id|>` | `<|eot_id|>` | none | [`<|end_of_text|>`, `<|eot_id|>`] | llama3 |
 | gemma2 | `<bos>` | `<eos>` | `<end_of_turn>` | `<pad>` | [`<eos>`, `<end_of_turn>`] | gemma (no system) |
 | phi3 | no | `<|endoftext|>` | `<|end|>` | = EOS | `<|endoftext|>` | phi3 |
-| qwen3 | no (none) | `<|im_end|>` | `<|im_end|>` | `<|endoftext|>` | `<|im_end|>`, no pad_token_id | qwen3 (think tags) |
+| qwen3 | none | `<|im_end|>` | `<|im_end|>` | `<|endoftext|>` | `<|im_end|>`, no pad_token_id | qwen3 (<think>) |
 | gpt2 | no | `<|endoftext|>` | - | none | `<|endoftext|>` | none (a base model) |
 
 Tokenizers are byte-level BPEs (Gemma: SentencePiece-style `▁` + byte fallback, as `GemmaTokenizer` rebuilds it),
@@ -33,8 +34,10 @@ FAMILIES = ("llama3", "gemma2", "phi3", "qwen3", "gpt2")
 LLAMA3_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
                 r"|\s*[\r\n]+|\s+(?!\S)|\s+")
 
-# name: (special tokens in id order, bos, eos, pad, tokens that end a turn (generation stops on them),
-#        config eos ids (list or one), add BOS when encoding, chat template file, tokenizer class, pad id in config)
+# special: special tokens, in id order (ids 0, 1, ...); added: plain added tokens; bos / eos / pad: the tokenizer's;
+# stop: generation_config.eos_token_id (every token that ends a turn); config_eos (list or one) / config_bos: the
+# model config's; add_bos: the tokenizer adds BOS when encoding; template: trl/chat_templates/NAME.jinja;
+# config_pad: the model config carries pad_token_id.
 SPECS = {
     "llama3": dict(special=["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>",
                             "<|eot_id|>"],
@@ -84,7 +87,7 @@ def _train_bpe(family: str, vocab_size: int, seed: int, special: list[str]):
         tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
         alphabet = sorted(set("".join(_corpus(seed)).replace(" ", "▁")) | {"\n"})
         bytes_ = [f"<0x{i:02X}>" for i in range(256)]
-        trainer = trainers.BpeTrainer(vocab_size=vocab_size + 256, special_tokens=special + bytes_,
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size + 100, special_tokens=special + bytes_,
                                       initial_alphabet=alphabet, show_progress=False)
     else:
         tok = Tokenizer(models.BPE())
@@ -140,8 +143,8 @@ def build_tokenizer(family: str, vocab_size: int = 512, seed: int = 0):
                 single=f"{bos}:0 $A:0", pair=f"{bos}:0 $A:0 {bos}:1 $B:1",
                 special_tokens=[(bos, tok.token_to_id(bos))])
         extra = [t for t in spec["special"] if t not in (spec["bos"], spec["eos"], spec["pad"])]
-        hf = PreTrainedTokenizerFast(tokenizer_object=tok, extra_special_tokens=extra, clean_up_tokenization_spaces=False,
-                                     **kwargs)
+        hf = PreTrainedTokenizerFast(tokenizer_object=tok, extra_special_tokens=extra,
+                                     clean_up_tokenization_spaces=False, **kwargs)
     if spec["pad"] is None:
         hf.pad_token = None
     hf.chat_template = chat_template(spec["template"])
@@ -193,4 +196,17 @@ def make_family(name: str, output_dir: str, hidden_size: int = 32, seed: int = 0
     model = build_model(name, tokenizer, hidden_size=hidden_size, num_layers=num_layers, seed=seed)
     model.save_pretrained(output_dir, safe_serialization=True)
     tokenizer.save_pretrained(output_dir)
+    _check_round_trip(tokenizer, output_dir)
     return output_dir
+
+
+def _check_round_trip(built, output_dir: str) -> None:
+    """The directory's tokenizer, as AutoTokenizer loads it, tokenizes as the one built (BOS included): a class
+    that rebuilds its own pipeline (Qwen2Tokenizer, GemmaTokenizer, GPT2Tokenizer) would otherwise differ silently."""
+    from transformers import AutoTokenizer
+
+    loaded = AutoTokenizer.from_pretrained(output_dir)
+    for text in ("hi", "What is 12+7? The sum is 19.", " two  spaces\nand ünï"):
+        if loaded(text)["input_ids"] != built(text)["input_ids"]:
+            raise RuntimeError(f"{output_dir}: {type(loaded).__name__} loaded from the directory tokenizes {text!r} "
+                               f"as {loaded(text)['input_ids']}, the tokenizer built as {built(text)['input_ids']}")
