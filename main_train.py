@@ -191,13 +191,18 @@ def check_phase(argv: list[str]):
 # ------------------------------------------------------------------------------------- build phase
 def build_trainer(method, common, config, tokenizer, train, evals, callbacks, needs: Needs | None = None):
     from utils.distributed import shared_datasets
-    from utils.models import load_model, lora_config, resolve_dtype
+    from utils.models import has_experts, load_model, lora_config, resolve_dtype
 
     needs = needs or check_needs(method, common, config, tokenizer, train)
     dtype = resolve_dtype(common.dtype, config.bf16, config.fp16)
     model = load_model(common.model_name_or_path, tokenizer, head=method.head, dtype=dtype,
                        load_in_4bit=common.train_mode == "qlora", trust_remote_code=config.trust_remote_code)
     train, evals = shared_datasets(config, train, evals)  # precompute_ref_log_probs with several processes
+    if config.ddp_find_unused_parameters is None and not has_experts(model):
+        # Every trainable parameter (full or LoRA) gets a gradient each step: transformers would otherwise turn on
+        # DDP's search for unused ones whenever activation checkpointing is off (an extra autograd walk per step, and
+        # a warning). Mixture-of-experts models keep it: unrouted experts get none. bench/RESULTS.md, DDP.
+        config.ddp_find_unused_parameters = False
     peft_config = lora_config(common, method.head)
     kwargs = dict(model=model, args=config, train_dataset=train, eval_dataset=evals, processing_class=tokenizer,
                   callbacks=callbacks, peft_config=peft_config)

@@ -208,6 +208,12 @@ def load_model(path: str, tokenizer, *, head: str = "causal", dtype=None, load_i
     return model
 
 
+def has_experts(model) -> bool:
+    """A mixture-of-experts model (only some experts get a gradient in a step)."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    return any((getattr(config, k, None) or 0) > 1 for k in ("num_experts", "num_local_experts", "n_routed_experts"))
+
+
 def follow_weight_dtype(module) -> None:
     """The module computes in its weights' dtype and returns the caller's. TRL 1.16 casts every trainable parameter
     of a quantized model to bf16 (the QLoRA paper's adapters); a reward model's score head, trained in full beside
