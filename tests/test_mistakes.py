@@ -46,8 +46,11 @@ def broken(tmp_path_factory, tiny_dir):
                                                     "merges.txt", "special_tokens_map.json"))
     PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"<s>": 0, "</s>": 1}, unk_token="<s>")),
                             bos_token="<s>", eos_token="</s>", unk_token="<s>").save_pretrained(empty)
+    headless = _copy(tiny_dir, d / "headless")  # says "sequence classification", holds a causal LM's weights
+    config = json.loads((headless / "config.json").read_text())
+    (headless / "config.json").write_text(json.dumps({**config, "architectures": ["Qwen2ForSequenceClassification"]}))
     (d / "rewards.py").write_text(REWARDS)
-    return {"gemma": gemma, "truncated": truncated, "no_tokenizer": no_tok, "empty_vocab": empty,
+    return {"headless": headless, "gemma": gemma, "truncated": truncated, "no_tokenizer": no_tok, "empty_vocab": empty,
             "rewards": d / "rewards.py"}
 
 
@@ -62,7 +65,8 @@ def _refused(capsys, out, *argv, words):
 @pytest.mark.parametrize("kind", ["template refuses a row", "truncated weights", "negative lr", "accumulation 0",
                                   "max_length drops every row", "eval_split leaves nothing", "report_to missing",
                                   "hub id offline", "no tokenizer files", "no real vocabulary",
-                                  "causal LM as reward model", "SFT drops every row in the trainer"])
+                                  "causal LM as reward model", "reward model without its score head",
+                                  "SFT drops every row in the trainer"])
 def test_mistake(kind, tiny_dir, data_dir, broken, tmp_path, capsys, monkeypatch):
     pref, prompts = data_dir / "pref.jsonl", data_dir / "prompts.jsonl"
     dpo = ["--rlhf_type", "DPO", "--model_name_or_path", tiny_dir, "--train_data_path", pref, *FAST]
@@ -91,6 +95,9 @@ def test_mistake(kind, tiny_dir, data_dir, broken, tmp_path, capsys, monkeypatch
                                 "--train_data_path", data_dir / "pref_plain.jsonl"], "has no real vocabulary"),
         "causal LM as reward model": (["--rlhf_type", "GRPO", "--model_name_or_path", tiny_dir, "--train_data_path",
                                        prompts, "--reward_model_path", tiny_dir], "is a causal LM"),
+        "reward model without its score head": (["--rlhf_type", "GRPO", "--model_name_or_path", tiny_dir,
+                                                 "--train_data_path", prompts, "--reward_model_path",
+                                                 broken["headless"]], "has no trained score head"),
         "SFT drops every row in the trainer": (["--rlhf_type", "SFT", "--model_name_or_path", tiny_dir,
                                                 "--train_data_path", data_dir / "sft_messages.jsonl", "--max_length",
                                                 "4"], "dropped every training row"),

@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import signal
+import time
 
 from transformers import TrainerCallback
 
@@ -67,9 +68,13 @@ class StopOnSignal(TrainerCallback):
             self._previous[sig] = signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame):
-        if self.signum is not None:  # the second one: no waiting
-            os._exit(128 + signum)
-        self.signum = signum
+        # A launcher (torchrun, accelerate) passes a Ctrl-C on to its workers, which got it from the terminal too:
+        # the same interrupt twice within a second. A second Ctrl-C of the user's own comes later: no waiting then.
+        if self.signum is not None:
+            if time.monotonic() - self._at > 1.0:
+                os._exit(128 + signum)
+            return
+        self.signum, self._at = signum, time.monotonic()
         print(f"\n{signal.Signals(signum).name}: finishing this step, saving a checkpoint, then stopping "
               "(press Ctrl-C again to stop at once).", flush=True)
 
