@@ -1,6 +1,8 @@
 """KTO: TRL's KTOTrainer, on unpaired prompt / completion / label rows. `desirable_weight` and
 `undesirable_weight` rebalance when one label is much rarer. The KL term is a batch estimate:
-use per_device_train_batch_size >= 2 (TRL clamps a mean over the batch at 0)."""
+use per_device_train_batch_size >= 2 (TRL clamps a mean over the batch at 0). The reference is a frozen copy
+of the start model in `full` mode and the policy with its adapter switched off in `lora` / `qlora` mode (with
+the precompute default, only its log-probs are kept)."""
 
 from dataclasses import dataclass
 

@@ -1,6 +1,6 @@
 """Reward model: TRL's RewardTrainer (Bradley-Terry on chosen vs rejected; a `margin` column,
 if present, is subtracted inside the sigmoid). The model is AutoModelForSequenceClassification
-with one label."""
+with one label; no reference model."""
 
 from dataclasses import dataclass
 

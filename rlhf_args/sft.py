@@ -1,5 +1,5 @@
 """SFT: TRL's SFTTrainer. Data: prompt + completion, messages, or text. Loss on completion /
-assistant tokens only (prompt tokens are masked)."""
+assistant tokens only (prompt tokens are masked). No reference model."""
 
 from dataclasses import dataclass, field
 
