@@ -203,7 +203,7 @@ def build_trainer(method, common, config, tokenizer, train, evals, callbacks, ne
         # DDP's search for unused ones whenever activation checkpointing is off (an extra autograd walk per step, and
         # a warning). Mixture-of-experts models keep it: unrouted experts get none. bench/RESULTS.md, DDP.
         config.ddp_find_unused_parameters = False
-    peft_config = lora_config(common, method.head)
+    peft_config = lora_config(common, method.head, model)
     kwargs = dict(model=model, args=config, train_dataset=train, eval_dataset=evals, processing_class=tokenizer,
                   callbacks=callbacks, peft_config=peft_config)
     if needs.rewards is not None:

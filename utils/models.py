@@ -249,7 +249,7 @@ def guard_bnb_cpu_inference(model) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
-def lora_config(common, head: str = "causal"):
+def lora_config(common, head: str = "causal", model=None):
     """The adapter for `lora` / `qlora` modes (None for `full`). `all-linear` targets every linear
     layer but the output head; a score head is trained in full and saved with the adapter."""
     if common.train_mode == "full":
@@ -263,6 +263,8 @@ def lora_config(common, head: str = "causal"):
         lora_dropout=common.lora_dropout,
         target_modules=targets[0] if targets == ["all-linear"] else targets,
         use_dora=common.use_dora,
+        # GPT-2-style models store linear layers transposed (transformers' Conv1D); peft warns and flips it otherwise.
+        fan_in_fan_out=model is not None and any(type(m).__name__ == "Conv1D" for m in model.modules()),
         task_type="SEQ_CLS" if head == "score" else "CAUSAL_LM",
         modules_to_save=["score"] if head == "score" else None,
     )
