@@ -37,19 +37,22 @@ RENAMED = {"model_dtype": "dtype"}  # old flag -> new; the old name works for on
 
 
 # ------------------------------------------------------------------------------------------ parsing
+def _read(argv: list[str]):
+    """(flags, the YAML config's mapping, its path, the raw values of the flags the early checks read)."""
+    config_path, argv = cli.split_config(argv)
+    argv, yaml_config = cli.rename(argv, cli.read_config(config_path), RENAMED, "main_train.py")
+    return argv, yaml_config, config_path, cli.raw_values(argv, yaml_config)
+
+
 def parse_args(argv: list[str], cache_is_current: bool = True):
     """argv (with or without a YAML config) -> (method, CommonArgs, the method's config), checked."""
-    config_path, argv = cli.split_config(argv)
-    yaml_config = cli.read_config(config_path)
-    argv, yaml_config = cli.rename(argv, yaml_config, RENAMED, "main_train.py")
-    return _parse(argv, yaml_config, config_path, cache_is_current)
+    return _parse(*_read(argv), cache_is_current)
 
 
-def _parse(argv, yaml_config, config_path, cache_is_current):
+def _parse(argv, yaml_config, config_path, values, cache_is_current):
     from common_args import CommonArgs
     from rlhf_args import METHODS
 
-    values = cli.raw_values(argv, yaml_config)
     if not cache_is_current:
         write_options_cache(METHODS)
     if values.get("help") and not values.get("rlhf_type"):
@@ -158,10 +161,8 @@ def load_data(method, common, tokenizer, rows: dict | None = None):
 
 def check_phase(argv: list[str]):
     """Everything that can be checked without weights, cheapest first. Returns what the build phase needs."""
-    config_path, argv = cli.split_config(argv)
-    yaml_config = cli.read_config(config_path)
-    argv, yaml_config = cli.rename(argv, yaml_config, RENAMED, "main_train.py")
-    values, cache, rows = cli.raw_values(argv, yaml_config), cli.load_cache(), {}
+    argv, yaml_config, config_path, values = _read(argv)
+    cache, rows = cli.load_cache(), {}
     if cache is not None:  # before any heavy import: help, method, option names
         if values.get("help") and not values.get("rlhf_type"):
             print(cache["general_help"])
@@ -179,7 +180,7 @@ def check_phase(argv: list[str]):
         for what in ("train_data_path", "eval_data_path"):
             if values.get(what):
                 rows[what] = check_rows(values[what], entry["data"], what)
-    method, common, config = _parse(argv, yaml_config, config_path, cache is not None)
+    method, common, config = _parse(argv, yaml_config, config_path, values, cache is not None)
     from utils.models import load_tokenizer
 
     tokenizer = load_tokenizer(common.tokenizer_name_or_path or common.model_name_or_path, config.trust_remote_code)

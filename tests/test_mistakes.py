@@ -32,11 +32,10 @@ def broken(tmp_path_factory, tiny_dir):
     from tokenizers import Tokenizer, models
 
     d = tmp_path_factory.mktemp("broken")
-    gemma = _copy(tiny_dir, d / "gemma_template")
-    import trl
+    from utils.tiny_families import chat_template
 
-    template = os.path.join(os.path.dirname(trl.__file__), "chat_templates", "gemma.jinja")
-    shutil.copy(template, gemma / "chat_template.jinja")
+    gemma = _copy(tiny_dir, d / "gemma_template")
+    (gemma / "chat_template.jinja").write_text(chat_template("gemma"))
     truncated = _copy(tiny_dir, d / "truncated")
     data = (truncated / "model.safetensors").read_bytes()
     (truncated / "model.safetensors").write_bytes(data[:len(data) // 2])

@@ -207,13 +207,18 @@ def refuse_if_all_dropped(path: str, dataset, tokenizer, max_length: int | None)
     "torch.cat(): expected a non-empty list of Tensors". Counted here, with the tokenizer, before any weights."""
     if not max_length or "prompt" not in dataset.column_names:
         return
-    prompts = list(dataset["prompt"])
-    if isinstance(prompts[0], list):
-        texts = tokenizer.apply_chat_template(prompts, tokenize=False, add_generation_prompt=True)
-        lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
-    else:
-        lengths = [len(ids) for ids in tokenizer(prompts)["input_ids"]]
+    lengths = []
+    for start in range(0, len(dataset), 1000):  # one prompt with room is enough: usually the first chunk
+        prompts = list(dataset[start:start + 1000]["prompt"])
+        if isinstance(prompts[0], list):
+            texts = tokenizer.apply_chat_template(prompts, tokenize=False, add_generation_prompt=True)
+            lengths += [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+        else:
+            lengths += [len(ids) for ids in tokenizer(prompts)["input_ids"]]
+        if min(lengths) < max_length:
+            return
     if min(lengths) >= max_length:
         raise UserError(f"{path}: --max_length {max_length} leaves no training row: every prompt alone is at least "
                         f"that long (the shortest has {min(lengths)} tokens, the longest {max(lengths)}), so no row "
-                        f"keeps a token of its answer to train on; expected --max_length above {min(lengths)} (e.g. {2 * max(lengths)}).")
+                        f"keeps a token of its answer to train on; expected --max_length above {min(lengths)} "
+                        f"(e.g. {2 * max(lengths)}).")

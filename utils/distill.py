@@ -101,12 +101,11 @@ def prepare_dataset(dataset, tokenizer, max_length: int | None, name: str = "tra
 
 # ---------------------------------------------------------------------------------------- teacher
 def check_teacher(config, tokenizer):
-    """Check phase: the teacher directory holds a config and weights, and its tokenizer is the student's. Returns
-    the teacher's tokenizer."""
-    from utils.models import check_model_dir, load_tokenizer
+    """Check phase: the teacher's tokenizer is the student's (its directory was checked with every other path,
+    utils/cli.check_paths). Returns the teacher's tokenizer."""
+    from utils.models import load_tokenizer
 
     path = config.teacher_model_name_or_path
-    check_model_dir(path, "--teacher_model_name_or_path")
     teacher_tokenizer = load_tokenizer(path, config.trust_remote_code)
     if teacher_tokenizer.get_vocab() != tokenizer.get_vocab():
         raise UserError(

@@ -54,8 +54,8 @@ def looks_local(path: str) -> bool:
 
 
 def check_model_dir(path: str, what: str) -> None:
-    """Check phase: a local model directory exists and holds a config and weights (nothing is read). Hub ids are
-    left to the loader."""
+    """Check phase: a local model directory exists and holds a config and weights (nothing is read); a hub id is in
+    the local cache or the hub can be reached (check_hub_id)."""
     real = os.path.expanduser(path)
     if not os.path.exists(real):
         if looks_local(path):

@@ -35,7 +35,7 @@ def check_critic(common, config, tokenizer, rewards) -> CriticPlan:
     """Check phase: which model the critic starts from and whether it shares weights; tokenizers compared."""
     from transformers.integrations import is_deepspeed_zero3_enabled
 
-    from utils.models import check_model_dir, load_tokenizer
+    from utils.models import load_tokenizer
 
     vocab = tokenizer.get_vocab()
     same = {os.path.normpath(p): t for p, t in zip(rewards.model_paths, rewards.tokenizers)}
@@ -43,7 +43,6 @@ def check_critic(common, config, tokenizer, rewards) -> CriticPlan:
     if path is None:
         path = next((p for p, t in zip(rewards.model_paths, rewards.tokenizers) if t.get_vocab() == vocab), None)
     else:
-        check_model_dir(path, "--value_model_path")
         critic_tokenizer = same.get(os.path.normpath(path)) or load_tokenizer(path, config.trust_remote_code)
         if critic_tokenizer.get_vocab() != vocab:
             raise UserError(f"--value_model_path {path!r} does not use the policy's tokenizer. The critic assigns a "

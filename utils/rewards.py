@@ -159,8 +159,9 @@ class RewardSources:
 
 def check_reward_sources(model_paths, func_specs, weights=None, trust_remote_code: bool = False) -> RewardSources:
     """Check phase: refuse a run without a source, a weight count that does not match, a function that does not
-    import, a reward-model directory without config or weights, a tokenizer that does not load."""
-    from utils.models import check_model_dir, load_tokenizer
+    import, a causal LM named as a reward model, a tokenizer that does not load. (The reward-model directories were
+    checked with every other path, utils/cli.check_paths.)"""
+    from utils.models import load_tokenizer
 
     model_paths, func_specs = list(model_paths or []), list(func_specs or [])
     if not model_paths and not func_specs:
@@ -171,7 +172,6 @@ def check_reward_sources(model_paths, func_specs, weights=None, trust_remote_cod
         raise UserError(f"--reward_weights has {len(weights)} values for {n_sources} reward sources (reward models "
                         "first, then functions); give one weight per source.")
     for path in model_paths:
-        check_model_dir(path, "--reward_model_path")
         _refuse_causal_lm(path)
     functions = [CheckedRewardFunction(spec) for spec in func_specs]
     tokenizers = [load_tokenizer(path, trust_remote_code) for path in model_paths]
