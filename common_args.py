@@ -21,14 +21,34 @@ class CommonArgs:
         metadata={"help": "Method (case-insensitive); `python main_train.py --help` lists them."}
     )
     model_name_or_path: str = field(metadata={"help": "Policy (student) model: a local directory or hub id."})
-    train_data_path: str = field(
-        metadata={"help": "Training data: a .jsonl / .json / .parquet file or a directory saved by `datasets`."}
+    train_data_path: list[str] = field(
+        metadata={"help": "Training data, one or more sources: a .jsonl / .json / .parquet file, a folder of such "
+                          "files (shards, e.g. a dataset as downloaded from a hub), a folder saved by `datasets`, or "
+                          "a hub dataset id already in the local Hugging Face cache. Formats: README, Data formats."}
     )
     train_mode: str = field(default="lora", metadata={"help": "full | lora | qlora (4-bit NF4, double quant)."})
     tokenizer_name_or_path: str | None = field(
         default=None, metadata={"help": "Tokenizer to use; default: the one saved with the model."}
     )
-    eval_data_path: str | None = field(default=None, metadata={"help": "Evaluation data, same format as train."})
+    eval_data_path: list[str] | None = field(
+        default=None, metadata={"help": "Evaluation data, one or more sources as for --train_data_path."}
+    )
+    train_split: str | None = field(
+        default=None, metadata={"help": "The split to train on when a --train_data_path folder holds several (split "
+                                        "names in file names, e.g. data/train-00000-of-00002.parquet); default train."}
+    )
+    data_weights: list[float] | None = field(
+        default=None, metadata={"help": "One weight per --train_data_path source: the mixture's shares (a source "
+                                        "asked for more rows than it has repeats them); default: all rows once."}
+    )
+    pairs: str = field(
+        default="best_vs_worst", metadata={"help": "Ranked answers (`responses` + `scores` or `ranks`) to pairs: "
+                                                    "best_vs_worst | all | adjacent; tied pairs are dropped.",
+                                            "choices": ["best_vs_worst", "all", "adjacent"]}
+    )
+    min_score_gap: float = field(
+        default=0.0, metadata={"help": "Ranked answers: keep only pairs whose scores differ by at least this."}
+    )
     eval_split: float = field(
         default=0.0, metadata={"help": "Fraction (0-1) of the training rows held out for evaluation when no "
                                        "eval_data_path is given; 0 = none."}
@@ -52,3 +72,13 @@ class CommonArgs:
         metadata={"help": "Python reward functions as `module:function` or `path/to/file.py:function`."},
     )
     dtype: str = field(default="auto", metadata={"help": DTYPE_HELP, "choices": DTYPES})
+    # Evaluation after training (utils/evaluate.py)
+    evaluate_after: bool = field(
+        default=False, metadata={"help": "After training, compare the final model with --model_name_or_path on "
+                                         "--eval_prompts_path (win rate, reward, KL, length; README, Evaluate) and "
+                                         "write the results to output_dir/eval."}
+    )
+    eval_prompts_path: str | None = field(
+        default=None, metadata={"help": "Held-out prompts for --evaluate_after (any prompt format, or preference "
+                                        "rows); scored by --reward_model_path / --reward_funcs."}
+    )

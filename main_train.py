@@ -113,15 +113,16 @@ class Needs:
     rewards: object = None  # utils.rewards.RewardSources
     teacher_tokenizer: object = None  # utils.distill.check_teacher
     critic: object = None  # utils.ppo_models.CriticPlan
+    evaluation: object = None  # utils.evaluate.Plan: --evaluate_after, run once the final model is saved
+    data_report: dict | None = None  # utils.lengths.report, written to output_dir/data_report.json
 
 
-def check_needs(method, common, config, tokenizer, train) -> Needs:
+def check_needs(method, common, config, tokenizer, train, rows=None) -> Needs:
     if method.check:
         method.check(common, config, train.column_names)
-    from utils.data import refuse_if_all_dropped
+    from utils.lengths import check_and_report
 
-    refuse_if_all_dropped(common.train_data_path, train, tokenizer, getattr(config, "max_length", None))
-    needs = Needs()
+    needs = Needs(data_report=check_and_report(rows, config, method.drops))
     if method.rewards:
         from utils.rewards import check_reward_sources
 
@@ -135,20 +136,27 @@ def check_needs(method, common, config, tokenizer, train) -> Needs:
         from utils.ppo_models import check_critic
 
         needs.critic = check_critic(common, config, tokenizer, needs.rewards)
+    if common.evaluate_after or common.eval_prompts_path:
+        from utils.evaluate import check_after_training
+
+        needs.evaluation = check_after_training(method, common, config, tokenizer, needs.rewards)
     return needs
 
 
-def load_data(method, common, tokenizer, rows: dict | None = None):
-    """Train (and eval) datasets; `rows`: the files as the early checks already read them."""
-    from utils.data import load_dataset_checked
+def load_data(method, common, tokenizer, rows: dict | None = None, config=None):
+    """Train (and eval) datasets; `rows`: the data as the early checks read it (filled in here when empty)."""
+    from utils.data import prepare
+    from utils.formats import DataOptions
 
-    rows = rows or {}
-    train = load_dataset_checked(common.train_data_path, method.data, tokenizer, what="train_data_path",
-                                 rows=rows.get("train_data_path"))
+    rows, datasets = ({} if rows is None else rows), {}
+    for what in ("train_data_path", "eval_data_path"):
+        if getattr(common, what):
+            rows[what], datasets[what] = prepare(getattr(common, what), method.data, tokenizer, what,
+                                                 DataOptions.of(common), getattr(config, "seed", 0), rows.get(what))
+    train = datasets["train_data_path"]
     evals = None
     if common.eval_data_path:
-        evals = load_dataset_checked(common.eval_data_path, method.data, tokenizer, what="eval_data_path",
-                                     rows=rows.get("eval_data_path"))
+        evals = datasets["eval_data_path"]
     elif common.eval_split > 0:
         held = math.ceil(len(train) * common.eval_split)  # as datasets' train_test_split rounds
         if held >= len(train):
@@ -174,18 +182,21 @@ def check_phase(argv: list[str]):
         options = set(entry["options"])
         cli.refuse_unknown(*cli.unknown(argv, yaml_config, options), options, entry["name"], config_path)
     cli.check_paths(values)
-    if cache is not None:
+    from utils.formats import DataOptions
+
+    options = DataOptions.of(values)
+    if cache is not None and options is not None:
         from utils.data import check_rows
 
         for what in ("train_data_path", "eval_data_path"):
             if values.get(what):
-                rows[what] = check_rows(values[what], entry["data"], what)
+                rows[what] = check_rows(values[what], entry["data"], what, options)
     method, common, config = _parse(argv, yaml_config, config_path, values, cache is not None)
     from utils.models import load_tokenizer
 
     tokenizer = load_tokenizer(common.tokenizer_name_or_path or common.model_name_or_path, config.trust_remote_code)
-    train, evals = load_data(method, common, tokenizer, rows)
-    needs = check_needs(method, common, config, tokenizer, train)
+    train, evals = load_data(method, common, tokenizer, rows, config)
+    needs = check_needs(method, common, config, tokenizer, train, rows.get("train_data_path"))
     return method, common, config, tokenizer, train, evals, needs
 
 
@@ -241,6 +252,9 @@ def main(argv: list[str] | None = None) -> int:
 
         guard = StopOnNonFinite()
         trainer = build_trainer(method, common, config, tokenizer, train, evals, [guard], needs)
+        from utils.lengths import write
+
+        write(needs.data_report, out)
     except UserError as e:
         undo_output_dir(out, before)
         print(f"error: {e}", file=sys.stderr)
@@ -274,6 +288,10 @@ def main(argv: list[str] | None = None) -> int:
         trainer.evaluate()
     save_outputs(trainer, tokenizer, config.output_dir)
     log.info("saved to %s", config.output_dir)
+    if needs.evaluation is not None:  # the final model against the starting model, into output_dir/eval
+        from utils.evaluate import run_after_training
+
+        return run_after_training(needs.evaluation)
     return 0
 
 

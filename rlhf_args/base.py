@@ -32,6 +32,9 @@ class Method:
     # mode, the policy with its adapter switched off in lora / qlora); its args file says which.
     critic: bool = False
     fp16_ok: bool = True  # False: the loss is known to break in fp16
+    # What TRL does with a row longer than max_length, for the length report (utils/lengths.py): "prompt_fills"
+    # (truncated; dropped when its prompt alone fills max_length), "too_long" (dropped whole).
+    drops: str = "prompt_fills"
     # check(common, config, columns): the method's own ranges, combinations and data-dependent defaults; raises
     # UserError. Runs in the check phase (no weights read); `columns` are the training data's fields.
     check: Callable | None = None

@@ -20,4 +20,4 @@ def trainer():
     return RewardTrainer
 
 
-METHOD = Method("Reward", RewardArgs, trainer, data="reward", head="score")
+METHOD = Method("Reward", RewardArgs, trainer, data="reward", head="score", drops="too_long")

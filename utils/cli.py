@@ -25,9 +25,10 @@ from utils.errors import UserError
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE = os.path.join(ROOT, ".cache", "cli-options.json")
 # Flags the checks before the imports read, as raw strings (lists for the nargs ones).
-_SINGLE = ("rlhf_type", "train_mode", "model_name_or_path", "tokenizer_name_or_path", "train_data_path",
-           "eval_data_path", "output_dir", "resume_from_checkpoint", "teacher_model_name_or_path", "value_model_path")
-_LISTS = ("reward_model_path",)
+_SINGLE = ("rlhf_type", "train_mode", "model_name_or_path", "tokenizer_name_or_path", "output_dir",
+           "resume_from_checkpoint", "teacher_model_name_or_path", "value_model_path", "train_split", "pairs",
+           "min_score_gap", "seed")
+_LISTS = ("reward_model_path", "train_data_path", "eval_data_path", "data_weights")
 
 
 # ------------------------------------------------------------------------------------ config file
@@ -129,8 +130,9 @@ def raw_values(argv: list[str], config: dict) -> dict:
     for name in _SINGLE + _LISTS:
         if values.get(name) is None and config.get(name) is not None:
             values[name] = config[name]
-    if isinstance(values.get("reward_model_path"), str):
-        values["reward_model_path"] = [values["reward_model_path"]]
+    for name in _LISTS:
+        if values.get(name) is not None and not isinstance(values[name], list):
+            values[name] = [values[name]]
     return values
 
 

@@ -1,224 +1,304 @@
-"""Load a training file and check every row before anything heavy is loaded.
+"""Read the training data, convert it from the format it came in, check every row, and store it as Arrow, before
+anything heavy is loaded.
 
-TRL fails late and obscurely on bad data (a KeyError in a map worker, a chat template that raises
-mid-epoch, a silently dropped column), so we read the file ourselves, keep line numbers, and stop at
-the first problem with `FILE:LINE: what is wrong; expected what.` We never apply chat templates:
-TRL does that, as long as every row is either all conversations or all plain strings.
-
-Supported inputs: .jsonl, .json (a list of objects, or JSON Lines), .parquet, and a directory
-written by `datasets.Dataset.save_to_disk` (a DatasetDict uses its "train" split).
+TRL fails late and obscurely on bad data (a KeyError in a map worker, a chat template that raises mid-epoch, a
+silently dropped column), so every row is checked here and the first problem stops the run with
+`FILE:LINE: what is wrong; expected what.` Rows stream from the files (utils/sources.py), through their format's
+converter (utils/formats.py) and the row checks (utils/rows.py), into an Arrow file written in batches: memory
+stays bounded however large the data. Several sources are mixed with --data_weights; preference rows for KTO
+are unpaired with TRL's helper; every summary is printed in one line per source.
 """
 
 from __future__ import annotations
 
-import json
+import atexit
 import os
-from dataclasses import dataclass
+import shutil
+import tempfile
+from array import array
+from dataclasses import dataclass, field
 
 from utils.errors import UserError
+from utils.formats import OURS, OURS_PREF, DataOptions, describe, readings
 # DATA_KIND_HELP, SCHEMAS and is_conversational_row are part of this module's interface too.
 from utils.rows import (DATA_KIND_HELP, SCHEMAS, BadRow, check_row, field_names, is_conversational_row,  # noqa: F401
                         json_type, one_line, style_of, where)
+from utils.sources import BATCH, iter_rows, resolve
+
+_KIND = {str: "a string", int: "a number", float: "a number", bool: "a boolean", list: "a list", dict: "an object"}
 
 
 @dataclass
 class Rows:
-    """A data file read and every row checked (`check_rows`), not yet a Dataset."""
+    """Data read, converted and checked, stored in one Arrow file (`arrow`), each row with its location."""
 
-    path: str
-    records: list  # [(location, row)]
-    dataset: object  # the datasets.Dataset it was read as (parquet, save_to_disk), else None
-    conversational: bool
+    paths: list[str]
+    kind: str  # the method's data kind
+    arrow: str
+    files: list[tuple[str, str]] = field(default_factory=list)  # (file as shown in messages, "" | "row " | "record ")
+    file_of: array = field(default_factory=lambda: array("i"))  # per stored row: index into files
+    loc_of: array = field(default_factory=lambda: array("q"))  # per stored row: its line, row or record number
+    counts: list[int] = field(default_factory=list)  # stored rows per source, in order
+    conversational: bool = False
+    unpair: bool = False  # preference pairs stored, KTO rows wanted: unpaired when the dataset is built
+    summary: list[str] = field(default_factory=list)
+    lengths: object = None  # utils.lengths.Lengths, once measured with a tokenizer
+    options: DataOptions | None = None  # the options it was read with
+    selected: list | None = None  # the stored rows the dataset holds, in order, when a mixture picked them
 
+    def __len__(self) -> int:
+        return sum(self.counts)
 
-def load_dataset_checked(path: str, kind: str, tokenizer=None, *, what: str = "train_data_path",
-                         rows: Rows | None = None):
-    """Read the file, validate every row for `kind`, and return a datasets.Dataset with the columns TRL expects.
-    Raises UserError with message 'FILE:LINE: what is wrong; expected ...' on the first problem found. `rows`:
-    the file as `check_rows` already read it."""
-    rows = rows or check_rows(path, kind, what)
-    if rows.conversational and tokenizer is not None and getattr(tokenizer, "chat_template", None) is None:
-        name = getattr(tokenizer, "name_or_path", "") or "the tokenizer"
-        raise UserError(f"{path}: the --{what} data is conversational (lists of role/content messages) but the "
-                        f"tokenizer at {name} has no chat template, so the messages cannot be turned into text; "
-                        "expected a tokenizer that has a chat template, or plain-string rows (no template is "
-                        "applied to those).")
-    if rows.conversational and tokenizer is not None:
-        render_every_row(rows, tokenizer)
-    return rows.dataset if rows.dataset is not None else _to_dataset(path, rows.records)
+    @property
+    def path(self) -> str:
+        return " ".join(self.paths)
 
+    def where(self, i: int) -> str:
+        shown, style = self.files[self.file_of[i]]
+        return f"{shown}:{style}{self.loc_of[i]}"
 
-def render_every_row(rows: Rows, tokenizer) -> None:
-    """Apply the chat template to every conversational row as TRL will (the prompt alone, ready for the answer;
-    the prompt with each completion; a whole conversation), so that a template that refuses a row (Gemma's on a
-    system turn, a strict alternation check) is reported here, before any weights load, not mid-training."""
-    name = getattr(tokenizer, "name_or_path", "") or "the tokenizer"
-    for loc, row in rows.records:
-        prompt = row.get("prompt")
-        renders = [(prompt, True)] if isinstance(prompt, list) else []
-        for field in ("chosen", "rejected", "completion", "messages"):
-            value = row.get(field)
-            if isinstance(value, list):
-                renders.append(((prompt if isinstance(prompt, list) else []) + value, False))
-        for messages, generation_prompt in renders:
-            try:
-                tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
-            except Exception as e:  # a template may raise anything (jinja2's TemplateError, KeyError, TypeError...)
-                raise UserError(f"{rows.path}:{loc}: the chat template of {name} refused this row: "
-                                f"{type(e).__name__}: {one_line(e)}; expected a row that template accepts (e.g. no "
-                                "system turn for templates without a system role).") from None
+    def batches(self, size: int = 1000):
+        """(first index, rows as dicts) over the stored rows, `size` at a time."""
+        import pyarrow as pa
+
+        start = 0
+        with pa.memory_map(self.arrow) as source:
+            for batch in pa.ipc.open_stream(source):
+                for i in range(0, batch.num_rows, size):
+                    part = batch.slice(i, size).to_pylist()
+                    yield start, part
+                    start += len(part)
 
 
-def check_rows(path: str, kind: str, what: str = "train_data_path") -> Rows:
-    """Read the file and check every row for `kind` (no tokenizer, no `datasets` for JSON files)."""
+def check_rows(paths, kind: str, what: str = "train_data_path", options: DataOptions | None = None) -> Rows:
+    """Read every source, convert and check every row for `kind`, store them as Arrow; no tokenizer, no torch."""
     if kind not in SCHEMAS:
         raise ValueError(f"unknown data kind {kind!r}; known: {sorted(SCHEMAS)}")
-    records, dataset = _read(path, what)
-    if not records:
-        raise UserError(f"{path}: --{what} has no rows; expected at least one example ({DATA_KIND_HELP[kind]}).")
+    options = options or DataOptions()
+    paths = [paths] if isinstance(paths, str) else list(paths)
+    if options.weights is not None and what == "train_data_path" and len(options.weights) != len(paths):
+        raise UserError(f"--data_weights has {len(options.weights)} values for {len(paths)} --train_data_path "
+                        "sources; expected one weight per source, in the same order.")
+    if options.weights is not None and (any(w < 0 for w in options.weights) or not sum(options.weights) > 0):
+        raise UserError(f"--data_weights {' '.join(map(str, options.weights))}: expected weights >= 0 that are not "
+                        "all 0.")
+    sources = [resolve(p, what, options.split if what == "train_data_path" else None) for p in paths]
+    rows = Rows(paths, kind, os.path.join(_scratch(), f"{what}.arrow"), options=options)
+    sink, first, types = _Sink(rows.arrow), None, {}
+    for source in sources:
+        fmt, n_in, n_out = None, 0, 0
+        for shown, loc, row in iter_rows(source, what):
+            style, number = ("", loc) if isinstance(loc, int) else (loc[:loc.index(" ") + 1], int(loc.split()[1]))
+            if not rows.files or rows.files[-1] != (shown, style):
+                rows.files.append((shown, style))
+            n_in += 1
+            try:
+                fmt = _format(row, kind, fmt, shown, loc)
+                for out in fmt.convert(row, options):
+                    variant, conversational = check_row(out, _check_kind(fmt, kind))
+                    if first is None:
+                        first = ((shown, loc), variant, conversational)
+                        rows.conversational = conversational
+                    elif variant != first[1] or conversational != first[2]:
+                        now, then = ((f"has {field_names(variant)}", f"has {field_names(first[1])}")
+                                     if variant != first[1] else (f"is {style_of(conversational)}", f"is {style_of(first[2])}"))
+                        raise BadRow(f"this row {now} but {_at(first[0], shown)} {then}", "every row in the same fields and style "
+                                     "(TRL applies the chat template to all rows or none)")
+                    _check_types(out, types, (shown, loc))
+                    sink.add(out)
+                    rows.file_of.append(len(rows.files) - 1)
+                    rows.loc_of.append(number)
+                    n_out += 1
+            except BadRow as e:
+                raise UserError(f"{shown}:{loc}: {e.what}; expected {e.expected.rstrip('.')}.") from None
+        if n_in == 0:
+            raise UserError(f"{source.path}: --{what} has no rows; expected at least one example "
+                            f"({DATA_KIND_HELP[kind]}).")
+        rows.counts.append(n_out)
+        rows.unpair = kind == "kto" and _check_kind(fmt, kind) == "preference"
+        rows.summary.append(_summary(source, fmt, kind, n_in, n_out, rows.unpair, options))
+    sink.close()
+    if not len(rows):
+        raise UserError(f"{rows.path}: --{what}: the settings drop every row ({'; '.join(rows.summary)}); expected "
+                        "settings that keep at least one (a smaller --min_score_gap?).")
+    return rows
 
-    first = None  # (location, variant, conversational) of the first row: every row must match it
-    for loc, row in records:
-        try:
-            variant, conversational = check_row(row, kind)
-            if first is not None and variant != first[1]:
-                raise BadRow(f"this row has {field_names(variant)} but {where(first[0])} has {field_names(first[1])}",
-                             "every row to use the same fields")
-            if first is not None and conversational != first[2]:
-                raise BadRow(f"this row is {style_of(conversational)} but {where(first[0])} is {style_of(first[2])}",
-                             "every row in the same style (TRL applies the chat template to all rows or none)")
-        except BadRow as e:
-            raise UserError(f"{path}:{loc}: {e.what}; expected {e.expected.rstrip('.')}.") from None
-        if first is None:
-            first = (loc, variant, conversational)
-    return Rows(path, records, dataset, first[2])
+
+def _format(row, kind: str, fmt, shown: str, loc):
+    """The row's format; every row of a source must read as the first row did."""
+    if not isinstance(row, dict):
+        return fmt or OURS  # check_row names the problem
+    found = readings(row, kind)
+    if len(found) > 1:
+        raise BadRow(f"the row can be read two ways: as {describe(found[0])} and as {describe(found[1])}",
+                     "the fields of one format only (drop or rename the others)")
+    if not found and fmt is not None and fmt.fields:
+        missing = [f for f in fmt.fields if row.get(f) is None]
+        raise BadRow(f"missing field{'s' if len(missing) > 1 else ''} {field_names(missing)}",
+                     f"every row in the format of the rows before it: {describe(fmt)}")
+    if not found:
+        check_row(row, _check_kind(fmt, kind))  # names what is missing
+    now = found[0] if found else fmt or OURS
+    if fmt is not None and now is not fmt:
+        raise BadRow(f"this row reads as {describe(now)} but the rows before it as {describe(fmt)}",
+                     "every row of a file in one format")
+    return now
 
 
-# ----------------------------------------------------------------------------------------- reading
-def _read(path: str, what: str):
-    """Return ([(location, row)], Dataset or None). JSON is parsed here to keep line numbers;
-    parquet and saved datasets are loaded by `datasets` and located by 1-based row index."""
-    real = os.path.expanduser(path)
-    if not os.path.exists(real):
-        raise UserError(f"{path}: --{what} does not exist; expected a .jsonl, .json or .parquet file, or a "
-                        "directory written by datasets.save_to_disk.")
-    if os.path.isdir(real):
-        dataset = _load_from_disk(path, real, what)
+def _check_kind(fmt, kind: str) -> str:
+    """The data kind converted rows are checked as: preference formats stay pairs for KTO (unpaired later)."""
+    if fmt is OURS or fmt is None:
+        return kind
+    base = fmt.kind or "preference"
+    return "reward" if kind == "reward" and base == "preference" else base
+
+
+def _at(first: tuple, shown: str) -> str:
+    """Where an earlier row is: `line 3` in the same file, `FILE:3` in another."""
+    return where(str(first[1])) if first[0] == shown else f"{first[0]}:{first[1]}"
+
+
+def _check_types(row: dict, types: dict, at: str) -> None:
+    """One type per field across every row of every source (Arrow stores one per column)."""
+    for key, value in row.items():
+        if value is None:
+            continue
+        kind = _KIND.get(type(value)) or json_type(value)
+        seen = types.get(key)
+        if seen is None:
+            types[key] = (kind, at)
+        elif seen[0] != kind:
+            raise BadRow(f"`{key}` is {kind} here but {seen[0]} in {_at(seen[1], at[0])}",
+                         "one type per field across all rows")
+
+
+def _summary(source, fmt, kind: str, n_in: int, n_out: int, unpair: bool, options: DataOptions) -> str:
+    what = f"{source.path}{f' ({source.note})' if source.note else ''}: "
+    if fmt is OURS or fmt is OURS_PREF:
+        what += "prompt/chosen/rejected pairs" if fmt is OURS_PREF and kind == "kto" else "our fields"
     else:
-        ext = os.path.splitext(real)[1].lower()
-        if ext in (".jsonl", ".json"):
-            return _read_json(path, real, what, ext), None
-        if ext != ".parquet":
-            raise UserError(f"{path}: --{what} has an unsupported file type {ext or '(no extension)'!r}; expected "
-                            ".jsonl, .json, .parquet, or a directory written by datasets.save_to_disk.")
-        if os.path.getsize(real) == 0:
-            raise UserError(f"{path}: --{what} is an empty file; expected at least one example.")
-        try:
-            import pyarrow.parquet as pq
-            from datasets import Dataset
-            from datasets.table import InMemoryTable
-
-            # Read with pyarrow directly: Dataset.from_parquet would copy the file into the HF cache.
-            dataset = Dataset(InMemoryTable(pq.read_table(real)))
-        except Exception as e:
-            raise UserError(f"{path}: --{what} could not be read as parquet ({one_line(e)}); expected a "
-                            "parquet file with one example per row.") from None
-    return [(f"row {i}", row) for i, row in enumerate(dataset.to_list(), 1)], dataset
+        what += f"{fmt.label} -> {fmt.target}"
+    what += f" ({n_in:,} rows"
+    if fmt is not None and fmt.name == "ranked":
+        what += f" -> {n_out:,} pair{'s' if n_out != 1 else ''}, {options.pairs}" + (f", --min_score_gap {options.min_score_gap:g}"
+                                                          if options.min_score_gap else "") + "; tied pairs dropped"
+    elif n_out != n_in:
+        what += f" -> {n_out:,}"
+    return what + ")" + (" -> unpaired for KTO: one desirable and one undesirable row per pair "
+                         "(trl.data_utils.unpair_preference_dataset)" if unpair else "")
 
 
-def _load_from_disk(path: str, real: str, what: str):
-    from datasets import DatasetDict, load_from_disk
+# -------------------------------------------------------------------------------------------- Arrow file
+class _Sink:
+    """Rows to an Arrow stream file in batches. A later batch with a new field or a wider type (int -> float, a
+    message with an extra key) widens the schema and rewrites what was written (rare, once per change)."""
 
-    try:
-        dataset = load_from_disk(real)
-    except Exception as e:
-        raise UserError(f"{path}: --{what} is a directory but not one written by datasets.save_to_disk "
-                        f"({one_line(e)}); expected such a directory, or a .jsonl/.json/.parquet file.") from None
-    if isinstance(dataset, DatasetDict):
-        if "train" not in dataset:
-            raise UserError(f"{path}: --{what} holds a DatasetDict with splits {sorted(dataset)} and no 'train' "
-                            "split; expected a Dataset, or a DatasetDict with a 'train' split.")
-        dataset = dataset["train"]
+    def __init__(self, path: str):
+        self.path, self.buf, self.writer, self.schema = path, [], None, None
+
+    def add(self, row: dict) -> None:
+        self.buf.append(row)
+        if len(self.buf) >= BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        import pyarrow as pa
+
+        if not self.buf:
+            return
+        keys = list(dict.fromkeys(k for r in self.buf for k in r))
+        table = pa.Table.from_pydict({k: [r.get(k) for r in self.buf] for k in keys})
+        self.buf = []
+        if self.writer is None:
+            self.schema, self.writer = table.schema, pa.ipc.new_stream(self.path, table.schema)
+        elif not table.schema.equals(self.schema):
+            unified = pa.unify_schemas([self.schema, table.schema], promote_options="permissive")
+            if not unified.equals(self.schema):
+                self._rewrite(unified)
+            table = _conform(table, self.schema)
+        self.writer.write_table(table)
+
+    def _rewrite(self, schema) -> None:
+        import pyarrow as pa
+
+        self.writer.close()
+        old = self.path + ".old"
+        os.replace(self.path, old)
+        self.schema, self.writer = schema, pa.ipc.new_stream(self.path, schema)
+        with pa.memory_map(old) as source:
+            for batch in pa.ipc.open_stream(source):
+                self.writer.write_table(_conform(pa.Table.from_batches([batch]), schema))
+        os.remove(old)
+
+    def close(self) -> None:
+        import pyarrow as pa
+
+        self.flush()
+        if self.writer is None:  # no row at all: an empty file with no columns
+            self.writer = pa.ipc.new_stream(self.path, pa.schema([]))
+        self.writer.close()
+
+
+def _conform(table, schema):
+    import pyarrow as pa
+
+    cols = [table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(len(table), f.type)
+            for f in schema]
+    return pa.Table.from_arrays(cols, schema=schema)
+
+
+_SCRATCH: list[str] = []
+
+
+def _scratch() -> str:
+    """A folder for this process's Arrow files (and the caches `datasets` writes beside them), removed at exit."""
+    if not _SCRATCH:
+        _SCRATCH.append(tempfile.mkdtemp(prefix="rlhf-data-"))
+        atexit.register(shutil.rmtree, _SCRATCH[0], True)
+    return tempfile.mkdtemp(dir=_SCRATCH[0])
+
+
+# ------------------------------------------------------------------------------------------ the dataset
+def to_dataset(rows: Rows, seed: int = 0, weights: list[float] | None = None):
+    """The datasets.Dataset TRL gets: the stored rows (memory-mapped), mixed to `weights`, unpaired for KTO."""
+    from datasets import Dataset
+
+    dataset = Dataset.from_file(rows.arrow)
+    if weights is not None and len(rows.counts) > 1:
+        from utils.mixture import mix
+
+        rows.selected, notes = mix(rows.counts, weights, seed, rows.paths)
+        for note in notes:
+            _say(note)
+        dataset = dataset.select(rows.selected)
+    if rows.unpair:
+        from trl.data_utils import unpair_preference_dataset
+
+        dataset = unpair_preference_dataset(dataset, desc="Unpairing preference rows for KTO")
     return dataset
 
 
-def _read_json(path: str, real: str, what: str, ext: str) -> list[tuple[str, object]]:
-    try:
-        # utf-8-sig: files saved by some Windows editors start with a byte-order mark.
-        with open(real, encoding="utf-8-sig") as f:
-            text = f.read()
-    except UnicodeDecodeError as e:
-        raise UserError(f"{path}: --{what} is not UTF-8 text ({e.reason} at byte {e.start}); expected a UTF-8 "
-                        "JSON file.") from None
-    if not text.strip():
-        raise UserError(f"{path}: --{what} is an empty file; expected at least one example.")
-    if ext == ".json" and text.lstrip().startswith("["):
-        # A JSON list: json's own error carries the line; rows are located by their index in the list.
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}:{e.lineno}: malformed JSON ({e.msg}, column {e.colno}); expected a "
-                            "valid JSON list of objects.") from None
-        return [(f"record {i}", row) for i, row in enumerate(data, 1)]
-    records = []
-    for lineno, line in enumerate(text.splitlines(), 1):  # blank lines are skipped but still counted
-        if not line.strip():
-            continue
-        try:
-            records.append((str(lineno), json.loads(line)))
-        except json.JSONDecodeError as e:
-            hint = " (a JSON object spread over several lines? JSON Lines needs one per line)" \
-                if line.strip() in ("{", "[") else ""
-            raise UserError(f"{path}:{lineno}: malformed JSON ({e.msg}, column {e.colno}){hint}; expected one "
-                            "complete JSON object per line.") from None
-    return records
+def prepare(paths, kind: str, tokenizer, what: str, options: DataOptions, seed: int = 0, rows: Rows | None = None):
+    """(Rows, datasets.Dataset): read, convert and check (unless `rows` already did with these options), say what was
+    read, render and count every row with the tokenizer (utils/lengths.py), build the dataset."""
+    if rows is None or rows.options != options:
+        rows = check_rows(paths, kind, what, options)
+    for line in rows.summary:
+        _say(line)
+    if tokenizer is not None:
+        from utils.lengths import measure
+
+        measure(rows, tokenizer, what)
+    return rows, to_dataset(rows, seed, options.weights if what == "train_data_path" else None)
 
 
-def _to_dataset(path: str, records):
-    """Build the Dataset from every column any row has (Dataset.from_list keeps only the first row's)."""
-    from datasets import Dataset
-
-    columns: dict[str, list] = {}
-    for _, row in records:
-        for key in row:
-            columns.setdefault(key, [])
-    try:
-        return Dataset.from_dict({k: [row.get(k) for _, row in records] for k in columns})
-    except Exception as e:  # Arrow stores one type per column: name the row that breaks it
-        for key in columns:
-            seen = None
-            for loc, row in records:
-                kind = json_type(row.get(key))
-                if kind == "null":
-                    continue
-                if seen is None:
-                    seen = (loc, kind)
-                elif kind != seen[1]:
-                    raise UserError(f"{path}:{loc}: `{key}` is {kind} here but {seen[1]} in {where(seen[0])}; "
-                                    "expected one type per field across all rows.") from None
-        raise UserError(f"{path}: the rows could not be stored as a table ({one_line(e)}); expected the same "
-                        "type for each field across all rows.") from None
+def load_dataset_checked(paths, kind: str, tokenizer=None, *, what: str = "train_data_path",
+                         options: DataOptions | None = None, seed: int = 0):
+    """The datasets.Dataset of `paths` for `kind`, every row checked (with a tokenizer: rendered and counted too).
+    Raises UserError 'FILE:LINE: what is wrong; expected ...' on the first problem."""
+    return prepare(paths, kind, tokenizer, what, options or DataOptions(), seed)[1]
 
 
-
-
-def refuse_if_all_dropped(path: str, dataset, tokenizer, max_length: int | None) -> None:
-    """TRL drops every row whose prompt alone fills `max_length`; when that is every row it fails later with
-    "torch.cat(): expected a non-empty list of Tensors". Counted here, with the tokenizer, before any weights."""
-    if not max_length or "prompt" not in dataset.column_names:
-        return
-    lengths = []
-    for start in range(0, len(dataset), 1000):  # one prompt with room is enough: usually the first chunk
-        prompts = list(dataset[start:start + 1000]["prompt"])
-        if isinstance(prompts[0], list):
-            texts = tokenizer.apply_chat_template(prompts, tokenize=False, add_generation_prompt=True)
-            lengths += [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
-        else:
-            lengths += [len(ids) for ids in tokenizer(prompts)["input_ids"]]
-        if min(lengths) < max_length:
-            return
-    if min(lengths) >= max_length:
-        raise UserError(f"{path}: --max_length {max_length} leaves no training row: every prompt alone is at least "
-                        f"that long (the shortest has {min(lengths)} tokens, the longest {max(lengths)}), so no row "
-                        f"keeps a token of its answer to train on; expected --max_length above {min(lengths)} "
-                        f"(e.g. {2 * max(lengths)}).")
+def _say(line: str) -> None:
+    if os.environ.get("RANK", "0") == "0":
+        print(line, flush=True)
