@@ -84,18 +84,31 @@ def check_rows(paths, kind: str, what: str = "train_data_path", options: DataOpt
                         "all 0.")
     sources = [resolve(p, what, options.split if what == "train_data_path" else None) for p in paths]
     rows = Rows(paths, kind, os.path.join(_scratch(), f"{what}.arrow"), options=options)
-    sink, first, types = _Sink(rows.arrow), None, {}
+    sink, first, types, formats = _Sink(rows.arrow), None, _Types(), {}
+    plain, plain_fmt = {}, None  # signature (fields, value types) -> text fields of a plain row checked and stored as is
     for source in sources:
         fmt, n_in, n_out = None, 0, 0
-        for shown, loc, row in iter_rows(source, what):
-            style, number = ("", loc) if isinstance(loc, int) else (loc[:loc.index(" ") + 1], int(loc.split()[1]))
+        for shown, style, number, row in iter_rows(source, what):
             if not rows.files or rows.files[-1] != (shown, style):
                 rows.files.append((shown, style))
             n_in += 1
+            # Fast path: a row of plain strings with the fields and value types of one already checked can only be
+            # wrong in its values being empty; anything else takes the full path below, which says what is wrong.
+            sig = (tuple(row), tuple(map(type, row.values()))) if type(row) is dict else None
+            texts = plain.get(sig) if sig is not None else None
+            if texts is not None and fmt is plain_fmt and all(row[f].strip() for f in texts):
+                sink.add(row)
+                rows.file_of.append(len(rows.files) - 1)
+                rows.loc_of.append(number)
+                n_out += 1
+                continue
+            loc = f"{style}{number}"
             try:
-                fmt = _format(row, kind, fmt, shown, loc)
+                was, fmt = fmt, _format(row, kind, fmt, formats)
+                if fmt is not was:
+                    target = _check_kind(fmt, kind)
                 for out in fmt.convert(row, options):
-                    variant, conversational = check_row(out, _check_kind(fmt, kind))
+                    variant, conversational = check_row(out, target)
                     if first is None:
                         first = ((shown, loc), variant, conversational)
                         rows.conversational = conversational
@@ -104,11 +117,13 @@ def check_rows(paths, kind: str, what: str = "train_data_path", options: DataOpt
                                      if variant != first[1] else (f"is {style_of(conversational)}", f"is {style_of(first[2])}"))
                         raise BadRow(f"this row {now} but {_at(first[0], shown)} {then}", "every row in the same fields and style "
                                      "(TRL applies the chat template to all rows or none)")
-                    _check_types(out, types, (shown, loc))
+                    types.check(out, (shown, loc))
                     sink.add(out)
                     rows.file_of.append(len(rows.files) - 1)
                     rows.loc_of.append(number)
                     n_out += 1
+                if fmt in (OURS, OURS_PREF) and not conversational:
+                    plain[sig], plain_fmt = [f for f in variant if f != "label"], fmt
             except BadRow as e:
                 raise UserError(f"{shown}:{loc}: {e.what}; expected {e.expected.rstrip('.')}.") from None
         if n_in == 0:
@@ -124,11 +139,15 @@ def check_rows(paths, kind: str, what: str = "train_data_path", options: DataOpt
     return rows
 
 
-def _format(row, kind: str, fmt, shown: str, loc):
-    """The row's format; every row of a source must read as the first row did."""
+def _format(row, kind: str, fmt, cache: dict):
+    """The row's format; every row of a source must read as the first row did. Rows with the same fields, nulls
+    and prompt/chosen types read the same: the answer is cached under that signature."""
     if not isinstance(row, dict):
         return fmt or OURS  # check_row names the problem
-    found = readings(row, kind)
+    sig = (tuple(row), tuple(v is None for v in row.values()), type(row.get("prompt")), type(row.get("chosen")))
+    found = cache.get(sig)
+    if found is None:
+        found = cache[sig] = readings(row, kind)
     if len(found) > 1:
         raise BadRow(f"the row can be read two ways: as {describe(found[0])} and as {describe(found[1])}",
                      "the fields of one format only (drop or rename the others)")
@@ -158,18 +177,28 @@ def _at(first: tuple, shown: str) -> str:
     return where(str(first[1])) if first[0] == shown else f"{first[0]}:{first[1]}"
 
 
-def _check_types(row: dict, types: dict, at: str) -> None:
-    """One type per field across every row of every source (Arrow stores one per column)."""
-    for key, value in row.items():
-        if value is None:
-            continue
-        kind = _KIND.get(type(value)) or json_type(value)
-        seen = types.get(key)
-        if seen is None:
-            types[key] = (kind, at)
-        elif seen[0] != kind:
-            raise BadRow(f"`{key}` is {kind} here but {seen[0]} in {_at(seen[1], at[0])}",
-                         "one type per field across all rows")
+class _Types:
+    """One type per field across every row of every source (Arrow stores one per column). A row whose fields and
+    value types were seen before is not looked at again."""
+
+    def __init__(self):
+        self.first, self.seen = {}, set()
+
+    def check(self, row: dict, at: tuple) -> None:
+        sig = (tuple(row), tuple(map(type, row.values())))  # after a conversion: not the signature of the row read
+        if sig in self.seen:
+            return
+        for key, value in row.items():
+            if value is None:
+                continue
+            kind = _KIND.get(type(value)) or json_type(value)
+            seen = self.first.get(key)
+            if seen is None:
+                self.first[key] = (kind, at)
+            elif seen[0] != kind:
+                raise BadRow(f"`{key}` is {kind} here but {seen[0]} in {_at(seen[1], at[0])}",
+                             "one type per field across all rows")
+        self.seen.add(sig)
 
 
 def _summary(source, fmt, kind: str, n_in: int, n_out: int, unpair: bool, options: DataOptions) -> str:

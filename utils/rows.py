@@ -88,7 +88,20 @@ def check_row(row, kind: str) -> tuple[tuple[str, ...], bool]:
     return variant, conversational
 
 
+_PICKED: dict = {}  # (kind, fields, which are null) -> variant: rows of one file mostly share their fields
+
+
 def _pick_variant(row: dict, kind: str) -> tuple[str, ...]:
+    sig = (kind, tuple(row), tuple(v is None for v in row.values()))
+    variant = _PICKED.get(sig)
+    if variant is None:
+        if len(_PICKED) > 10_000:
+            _PICKED.clear()
+        variant = _PICKED[sig] = _pick(row, kind)
+    return variant
+
+
+def _pick(row: dict, kind: str) -> tuple[str, ...]:
     variants = SCHEMAS[kind]
     present = {k for k, v in row.items() if v is not None}  # parquet fills absent fields with null
     full = [v for v in variants if set(v) <= present]

@@ -106,7 +106,8 @@ def where(path: str, loc) -> str:
 
 
 def iter_rows(source: Source, what: str):
-    """Yield (file, location, row) for every row of every file of the source, in order."""
+    """Yield (file, style, number, row) for every row of every file of the source, in order: the row is at
+    `FILE:{style}{number}`, style "" (a line), "row " (parquet, saved datasets) or "record " (a JSON list)."""
     for real in source.files:
         if source.saved:
             yield from _saved(source.path, real, what)
@@ -135,8 +136,9 @@ def _json(shown: str, real: str, what: str, ext: str):
             raise UserError(f"{shown}:{e.lineno}: malformed JSON ({e.msg}, column {e.colno}); expected a valid JSON "
                             "list of objects.") from None
         for i, row in enumerate(data, 1):
-            yield shown, f"record {i}", row
+            yield shown, "record ", i, row
         return
+    decode = json.JSONDecoder().decode
     with open(real, "rb") as f:
         for lineno, line in enumerate(f, 1):  # blank lines are skipped but still counted
             if lineno == 1 and line.startswith(b"\xef\xbb\xbf"):  # a byte-order mark from some Windows editors
@@ -144,7 +146,7 @@ def _json(shown: str, real: str, what: str, ext: str):
             if not line.strip():
                 continue
             try:
-                yield shown, lineno, json.loads(line)
+                yield shown, "", lineno, decode(line.decode("utf-8"))
             except UnicodeDecodeError as e:
                 raise UserError(f"{shown}:{lineno}: not UTF-8 text ({e.reason}); expected a UTF-8 JSON file.") from None
             except json.JSONDecodeError as e:
@@ -163,7 +165,7 @@ def _parquet(shown: str, real: str, what: str):
         for batch in batches:
             for row in batch.to_pylist():
                 n += 1
-                yield shown, f"row {n}", row
+                yield shown, "row ", n, row
     except UserError:
         raise
     except Exception as e:  # pyarrow's ArrowInvalid and OSError on a file that is not parquet
@@ -188,4 +190,4 @@ def _saved(shown: str, real: str, what: str):
     for start in range(0, len(dataset), BATCH):
         for row in dataset.select(range(start, min(start + BATCH, len(dataset)))).to_list():
             n += 1
-            yield shown, f"row {n}", row
+            yield shown, "row ", n, row
