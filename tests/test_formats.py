@@ -196,7 +196,7 @@ def test_mixture_proportions_and_repetition(tmp_path, capsys):
 
 
 def test_a_new_field_or_a_wider_type_after_the_first_batch(tmp_path, monkeypatch):
-    monkeypatch.setattr("utils.data.BATCH", 2)
+    monkeypatch.setattr("utils.arrow_sink.BATCH", 2)
     rows = [{"prompt": "p", "answer": 1}, {"prompt": "q"}, {"prompt": "r", "answer": 2.5, "id": "x"}]
     assert rows_of(write_jsonl(tmp_path / "w.jsonl", rows), "prompt") == [
         {"prompt": "p", "answer": 1.0, "id": None}, {"prompt": "q", "answer": None, "id": None},

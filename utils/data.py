@@ -11,19 +11,17 @@ are unpaired with TRL's helper; every summary is printed in one line per source.
 
 from __future__ import annotations
 
-import atexit
 import os
-import shutil
-import tempfile
 from array import array
 from dataclasses import dataclass, field
 
+from utils.arrow_sink import Sink, scratch
 from utils.errors import UserError
 from utils.formats import OURS, OURS_PREF, DataOptions, describe, readings
 # DATA_KIND_HELP, SCHEMAS and is_conversational_row are part of this module's interface too.
 from utils.rows import (DATA_KIND_HELP, SCHEMAS, BadRow, check_row, field_names, is_conversational_row,  # noqa: F401
                         json_type, one_line, style_of, where)
-from utils.sources import BATCH, iter_rows, resolve
+from utils.sources import iter_rows, resolve
 
 _KIND = {str: "a string", int: "a number", float: "a number", bool: "a boolean", list: "a list", dict: "an object"}
 
@@ -83,8 +81,8 @@ def check_rows(paths, kind: str, what: str = "train_data_path", options: DataOpt
         raise UserError(f"--data_weights {' '.join(map(str, options.weights))}: expected weights >= 0 that are not "
                         "all 0.")
     sources = [resolve(p, what, options.split if what == "train_data_path" else None) for p in paths]
-    rows = Rows(paths, kind, os.path.join(_scratch(), f"{what}.arrow"), options=options)
-    sink, first, types, formats = _Sink(rows.arrow), None, _Types(), {}
+    rows = Rows(paths, kind, os.path.join(scratch(), f"{what}.arrow"), options=options)
+    sink, first, types, formats = Sink(rows.arrow), None, _Types(), {}
     plain, plain_fmt = {}, None  # signature (fields, value types) -> text fields of a plain row checked and stored as is
     for source in sources:
         fmt, n_in, n_out = None, 0, 0
@@ -215,76 +213,6 @@ def _summary(source, fmt, kind: str, n_in: int, n_out: int, unpair: bool, option
         what += f" -> {n_out:,}"
     return what + ")" + (" -> unpaired for KTO: one desirable and one undesirable row per pair "
                          "(trl.data_utils.unpair_preference_dataset)" if unpair else "")
-
-
-# -------------------------------------------------------------------------------------------- Arrow file
-class _Sink:
-    """Rows to an Arrow stream file in batches. A later batch with a new field or a wider type (int -> float, a
-    message with an extra key) widens the schema and rewrites what was written (rare, once per change)."""
-
-    def __init__(self, path: str):
-        self.path, self.buf, self.writer, self.schema = path, [], None, None
-
-    def add(self, row: dict) -> None:
-        self.buf.append(row)
-        if len(self.buf) >= BATCH:
-            self.flush()
-
-    def flush(self) -> None:
-        import pyarrow as pa
-
-        if not self.buf:
-            return
-        keys = list(dict.fromkeys(k for r in self.buf for k in r))
-        table = pa.Table.from_pydict({k: [r.get(k) for r in self.buf] for k in keys})
-        self.buf = []
-        if self.writer is None:
-            self.schema, self.writer = table.schema, pa.ipc.new_stream(self.path, table.schema)
-        elif not table.schema.equals(self.schema):
-            unified = pa.unify_schemas([self.schema, table.schema], promote_options="permissive")
-            if not unified.equals(self.schema):
-                self._rewrite(unified)
-            table = _conform(table, self.schema)
-        self.writer.write_table(table)
-
-    def _rewrite(self, schema) -> None:
-        import pyarrow as pa
-
-        self.writer.close()
-        old = self.path + ".old"
-        os.replace(self.path, old)
-        self.schema, self.writer = schema, pa.ipc.new_stream(self.path, schema)
-        with pa.memory_map(old) as source:
-            for batch in pa.ipc.open_stream(source):
-                self.writer.write_table(_conform(pa.Table.from_batches([batch]), schema))
-        os.remove(old)
-
-    def close(self) -> None:
-        import pyarrow as pa
-
-        self.flush()
-        if self.writer is None:  # no row at all: an empty file with no columns
-            self.writer = pa.ipc.new_stream(self.path, pa.schema([]))
-        self.writer.close()
-
-
-def _conform(table, schema):
-    import pyarrow as pa
-
-    cols = [table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(len(table), f.type)
-            for f in schema]
-    return pa.Table.from_arrays(cols, schema=schema)
-
-
-_SCRATCH: list[str] = []
-
-
-def _scratch() -> str:
-    """A folder for this process's Arrow files (and the caches `datasets` writes beside them), removed at exit."""
-    if not _SCRATCH:
-        _SCRATCH.append(tempfile.mkdtemp(prefix="rlhf-data-"))
-        atexit.register(shutil.rmtree, _SCRATCH[0], True)
-    return tempfile.mkdtemp(dir=_SCRATCH[0])
 
 
 # ------------------------------------------------------------------------------------------ the dataset

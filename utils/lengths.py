@@ -105,7 +105,7 @@ def _stats(x) -> dict:
     return {"median": rank(0.5), "p95": rank(0.95), "max": int(s[-1])}
 
 
-def report(lengths: Lengths, selected, config, drops: str) -> dict:
+def report(lengths: Lengths, selected, config, drops: str, unpair: bool = False) -> dict:
     """The numbers for the training rows TRL will see: `selected` indexes the stored rows (a mixture repeats some),
     KTO's unpaired rows count each answer of a pair as its own row. `drops`: the method's rule (rlhf_args)."""
     import numpy as np
@@ -113,7 +113,10 @@ def report(lengths: Lengths, selected, config, drops: str) -> dict:
     sel = np.asarray(selected if selected is not None else range(len(lengths.prompt)), dtype=np.int64)
     prompt = lengths.prompt[sel]
     answers = {}
-    if lengths.first is not None:
+    if unpair:  # KTO from pairs: each answer of a pair is a row of its own
+        prompt = np.concatenate([prompt, prompt])
+        answers = {"answer": np.concatenate([lengths.first[sel], lengths.second[sel]])}
+    elif lengths.first is not None:
         answers = {"chosen": lengths.first[sel], "rejected": lengths.second[sel]} if lengths.second is not None \
             else {"answer": lengths.first[sel]}
     longest = np.maximum.reduce(list(answers.values())) if answers else None
@@ -155,7 +158,7 @@ def check_and_report(rows, config, drops: str) -> dict | None:
     """Print the table; refuse (exit 2) when the settings drop every row. Returns the report (None: not measured)."""
     if rows is None or rows.lengths is None:
         return None
-    rep = report(rows.lengths, rows.selected, config, drops)
+    rep = report(rows.lengths, rows.selected, config, drops, rows.unpair)
     text = table(rep)
     dropped = max((lim["dropped"] for lim in rep["limits"].values()), default=0)
     if rep["rows"] and dropped >= rep["rows"]:

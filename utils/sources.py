@@ -30,6 +30,7 @@ class Source:
     files: list[str]  # real paths, read in this order
     saved: bool = False  # a save_to_disk folder (files == [that folder])
     note: str = ""  # what was resolved: the split taken, the cache snapshot
+    split: str | None = None  # --train_split, for a saved DatasetDict
 
 
 def resolve(path: str, what: str, split: str | None = None) -> Source:
@@ -43,7 +44,7 @@ def resolve(path: str, what: str, split: str | None = None) -> Source:
                             f"{EXPECTED}.")
         return Source(path, [real])
     if any(os.path.isfile(os.path.join(real, f)) for f in ("state.json", "dataset_dict.json")):
-        return Source(path, [real], saved=True)
+        return Source(path, [real], saved=True, split=split)
     return _folder(path, real, what, split)
 
 
@@ -110,7 +111,7 @@ def iter_rows(source: Source, what: str):
     `FILE:{style}{number}`, style "" (a line), "row " (parquet, saved datasets) or "record " (a JSON list)."""
     for real in source.files:
         if source.saved:
-            yield from _saved(source.path, real, what)
+            yield from _saved(source.path, real, what, source.split)
             continue
         ext = os.path.splitext(real)[1].lower()
         shown = source.path if real == os.path.expanduser(source.path) else real
@@ -173,7 +174,7 @@ def _parquet(shown: str, real: str, what: str):
                         "with one example per row.") from None
 
 
-def _saved(shown: str, real: str, what: str):
+def _saved(shown: str, real: str, what: str, split: str | None):
     from datasets import DatasetDict, load_from_disk
 
     try:
@@ -182,10 +183,11 @@ def _saved(shown: str, real: str, what: str):
         raise UserError(f"{shown}: --{what} is a folder but not one written by datasets.save_to_disk "
                         f"({one_line(e)}); expected {EXPECTED}.") from None
     if isinstance(dataset, DatasetDict):
-        if "train" not in dataset:
-            raise UserError(f"{shown}: --{what} holds a DatasetDict with splits {sorted(dataset)} and no 'train' "
-                            "split; expected a Dataset, or a DatasetDict with a 'train' split.")
-        dataset = dataset["train"]
+        name = split or "train"
+        if name not in dataset:
+            raise UserError(f"{shown}: --{what} holds a DatasetDict with splits {sorted(dataset)} and no {name!r} "
+                            "split; expected a Dataset, or a DatasetDict with that split (--train_split NAME).")
+        dataset = dataset[name]
     n = 0
     for start in range(0, len(dataset), BATCH):
         for row in dataset.select(range(start, min(start + BATCH, len(dataset)))).to_list():
