@@ -1,6 +1,7 @@
 """The README's demo (`python -m utils.demo --quick`): every stage runs through main_train and each held-out
 metric improves by at least the margin documented in utils/demo.py (MIN_GAIN, above the noise measured over
-seeds); report.md and valid PNG curves are written. Also the rule and `python -m utils.plot` on their own."""
+seeds), and each policy stage beats the model it started from (win rate by utils/evaluate.py); report.md and
+valid PNG curves are written. Also the rule and `python -m utils.plot` on their own."""
 
 from __future__ import annotations
 
@@ -72,11 +73,19 @@ def test_quick_demo_every_stage_learns(tmp_path):
         assert s["gain"] >= results["min_gain"][name], f"{name}: gain {s['gain']:.3f} {s['status']}"
         assert s["status"] == "ok", name
     assert stages["GKD"]["after"] < stages["GKD"]["before"]  # divergence: lower is better
+    # Win rate of each policy stage over the model it started from, under the rule, by utils/evaluate.py: every
+    # stage's interval lies above 0.5 (the reward model does not generate: no win rate).
+    assert stages["Reward"]["win_rate"] is None
+    for name in ("SFT", "DPO", "GRPO", "GKD"):
+        win = stages[name]["win_rate"]
+        assert win["ci95"][0] > 0.5, f"{name}: win rate {win}"
+        assert stages[name]["eval_command"].startswith("python -m utils.evaluate ")
+        assert json.loads((out / "eval" / name.lower() / "eval.json").read_text())["results"]["win_rate"] == win
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "| SFT |" in proc.stdout and "| GKD |" in proc.stdout  # the table is printed
 
     report = (out / "report.md").read_text()
     for name, s in stages.items():
-        assert s["command"] in report and f"| {name} |" in report
+        assert s["command"] in report and f"| {name} |" in report and s["eval_command"] in report
         png = out / f"curves_{name.lower()}.png"
         assert f"({png.name})" in report and _valid_png(png), name

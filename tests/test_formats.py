@@ -268,6 +268,8 @@ RUNS = {
     "pairs KTO": ("KTO", "hh_implicit.jsonl", []),
     "sharegpt GRPO": ("GRPO", "sharegpt.jsonl", ["--reward_funcs", "examples/rewards.py:target_length",
                                                  "--num_generations", "2", "--max_completion_length", "4"]),
+    "messages GRPO": ("GRPO", "messages_prompts.jsonl", ["--reward_funcs", "examples/rewards.py:correct_answer",
+                                                         "--num_generations", "2", "--max_completion_length", "4"]),
 }
 
 

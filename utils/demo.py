@@ -35,7 +35,8 @@ if ROOT not in sys.path:  # `python utils/demo.py` as well as `python -m utils.d
 
 # The task and its held-out measurements; answer_of, score (and sort_reward below) stay importable from here.
 from utils.demo_task import (LIST_LENGTH, MAX_NEW_TOKENS, answer_of, demonstration, divergence,  # noqa: E402
-                             pairwise_accuracy, preference_pairs, quality, score, split_prompts, write_jsonl)
+                             pairwise_accuracy, preference_pairs, quality, score, split_prompts, win_rate,
+                             write_jsonl)
 from utils.errors import CommandParser, UserError  # noqa: E402
 
 # Smallest held-out improvement that counts, per stage: above the spread measured over seeds (README, "Demo").
@@ -75,6 +76,8 @@ class Stage:
     output_dir: str = ""
     lower_is_better: bool = False
     note: str = ""
+    win_rate: dict | None = None  # over the model the stage started from, under the rule (utils/evaluate.py)
+    eval_command: str = ""
 
     @property
     def gain(self) -> float | None:
@@ -141,10 +144,15 @@ def run_pipeline(out: str, s: Settings, seed: int) -> list[Stage]:
     gkd = Stage("GKD", "KL(teacher ‖ student) per answer token", lower_is_better=True)
     stages = [sft, rm, dpo, grpo, gkd]
 
-    def judge_policy(stage: Stage, model_dir: str) -> None:
+    def judge_policy(stage: Stage, model_dir: str, start: str) -> None:
         reward, stage.after = quality(model_dir, heldout)
         stage.note = f"mean rule reward {stage.note}{reward:.2f}"
         stage.judge()
+        compare(stage, model_dir, start)
+
+    def compare(stage: Stage, model_dir: str, start: str) -> None:
+        stage.win_rate, stage.eval_command = win_rate(model_dir, start, files["heldout"],
+                                                      os.path.join(out, "eval", stage.name.lower()), seed)
 
     reward, sft.before = quality(path["base"], heldout)
     sft.note = f"{reward:.2f} -> "
@@ -152,7 +160,7 @@ def run_pipeline(out: str, s: Settings, seed: int) -> list[Stage]:
                    "--output_dir", path["sft"], "--max_steps", s.sft_steps, "--per_device_train_batch_size", 32,
                    "--learning_rate", 3e-3, "--lr_scheduler_type", "cosine", "--warmup_steps", 10,
                    "--assistant_only_loss", "false", *common, *short]):  # our default suits chat data only
-        judge_policy(sft, path["sft"])
+        judge_policy(sft, path["sft"], path["base"])
     if sft.after is None:
         for st in stages[1:]:
             st.status = "FAILED (not run: needs the SFT model)"
@@ -182,7 +190,7 @@ def run_pipeline(out: str, s: Settings, seed: int) -> list[Stage]:
     if train(dpo, ["--rlhf_type", "DPO", "--model_name_or_path", policy, "--train_data_path", files["pairs"],
                    "--output_dir", path["dpo"], "--max_steps", s.dpo_steps, "--per_device_train_batch_size", 16,
                    "--learning_rate", 2e-4, "--beta", 0.1, "--warmup_steps", 5, *common, *short]):
-        judge_policy(dpo, path["dpo"])
+        judge_policy(dpo, path["dpo"], policy)
         policy = path["dpo"]
 
     previous = dpo if policy == path["dpo"] else sft  # GRPO goes on from the last policy that trained
@@ -191,7 +199,7 @@ def run_pipeline(out: str, s: Settings, seed: int) -> list[Stage]:
                     "--output_dir", path["grpo"], "--max_steps", s.grpo_steps, "--per_device_train_batch_size", 64,
                     "--num_generations", 8, "--max_completion_length", MAX_NEW_TOKENS, "--learning_rate", 1e-4,
                     "--warmup_steps", 3, "--temperature", 1.0, "--reward_funcs", "utils.demo:sort_reward", *common]):
-        judge_policy(grpo, path["grpo"])
+        judge_policy(grpo, path["grpo"], policy)
         policy = path["grpo"]
 
     gkd.before = divergence(path["student_base"], policy, heldout)
@@ -203,6 +211,7 @@ def run_pipeline(out: str, s: Settings, seed: int) -> list[Stage]:
                    *common, *short]):
         gkd.after = divergence(path["gkd"], policy, heldout)
         gkd.judge()
+        compare(gkd, path["gkd"], path["student_base"])
     return stages
 
 
@@ -210,10 +219,14 @@ def run_pipeline(out: str, s: Settings, seed: int) -> list[Stage]:
 def _fmt(x) -> str: return "-" if x is None else f"{x:.3f}"  # noqa: E704
 
 
+def _win(w) -> str: return "-" if not w else f"{w['mean']:.3f} [{w['ci95'][0]:.3f}, {w['ci95'][1]:.3f}]"  # noqa: E704
+
+
 def table(stages: list[Stage]) -> str:
-    rows = ["| stage | metric (held-out) | before | after | status | train time | notes |", "|" + "---|" * 7]
-    rows += [f"| {s.name} | {s.metric} | {_fmt(s.before)} | {_fmt(s.after)} | {s.status} | {s.seconds:.0f} s | "
-             f"{s.note} |" for s in stages]
+    rows = ["| stage | metric (held-out) | before | after | win rate vs start [95 % CI] | status | train time "
+            "| notes |", "|" + "---|" * 8]
+    rows += [f"| {s.name} | {s.metric} | {_fmt(s.before)} | {_fmt(s.after)} | {_win(s.win_rate)} | {s.status} | "
+             f"{s.seconds:.0f} s | {s.note} |" for s in stages]
     return "\n".join(rows)
 
 
@@ -223,8 +236,11 @@ def write_report(out: str, stages: list[Stage], settings: Settings, mode: str, s
     lines = [f"# Demo report ({mode}, {seconds:.0f} s)", "", f"Task: sort {LIST_LENGTH[0]}-{LIST_LENGTH[1]} digits "
              "ascending (`sort 7 3 9 1 =` -> ` 1 3 7 9`); half the SFT demonstrations are sorted descending. The "
              "rule gives 1 (ascending), 0.5 (descending), else at most 0.5. Every metric is measured, greedy, on "
-             "held-out prompts no stage trained on.", "", table(stages), "", "## Each stage by hand", "", "```bash"]
-    lines += [s.command for s in stages if s.command] + ["```", "", "## Training curves", ""]
+             "held-out prompts no stage trained on. Win rate: each stage's model against the model it started from "
+             "(GKD: the fresh student), rule reward, 4 samples per held-out prompt from each side at temperature 1, "
+             "ties half (utils/evaluate.py; its report is in eval/STAGE/).", "", table(stages), "",
+             "## Each stage by hand", "", "```bash"]
+    lines += [c for s in stages for c in (s.command, s.eval_command) if c] + ["```", "", "## Training curves", ""]
     for s in stages:
         if s.output_dir and os.path.isfile(os.path.join(s.output_dir, "trainer_state.json")):
             try:

@@ -149,3 +149,18 @@ def preference_pairs(model_dir: str, prompts: list[str], desc: str) -> list[dict
         if wrong:
             pairs.append({"prompt": p, "chosen": answer_of(p), "rejected": max(wrong, key=wrong.count)})
     return pairs
+
+
+def win_rate(model_dir: str, start_dir: str, prompts_file: str, out_dir: str, seed: int) -> tuple[dict, str]:
+    """The win rate of a stage's model over the model it started from under the rule (`utils.demo:sort_reward`),
+    by the evaluation command (utils/evaluate.py) on held-out prompts, sampled at temperature 1. Returns the
+    estimate (mean, 95 % interval) and the command line."""
+    import shlex
+
+    from utils import evaluate
+
+    argv = [str(a) for a in ["--model_name_or_path", model_dir, "--baseline_model_name_or_path", start_dir,
+                             "--eval_data_path", prompts_file, "--reward_funcs", "utils.demo:sort_reward",
+                             "--num_samples", SAMPLES_PER_PROMPT, "--max_new_tokens", MAX_NEW_TOKENS,
+                             "--batch_size", 100, "--seed", seed, "--output_dir", out_dir]]
+    return evaluate.evaluate(argv)["results"]["win_rate"], "python -m utils.evaluate " + shlex.join(argv)

@@ -91,14 +91,14 @@ def readings(row: dict, kind: str) -> list[Format]:
     owned = present & {"conversations", "instruction"}  # their chosen/rejected are answers, not our fields
     if pref and not owned and {"chosen", "rejected"} <= present:
         prompt = row.get("prompt")
-        if kind != "reward" and (prompt is None or isinstance(prompt, str) != isinstance(row["chosen"], str)):
+        mismatch = prompt is not None and isinstance(prompt, str) != isinstance(row["chosen"], str)
+        if mismatch or (prompt is None and kind != "reward"):  # a reward model takes whole texts as they are
             out.append(IMPLICIT)
         else:
             out.append(OURS_PREF)
     if kind in ("sft", "kto", "prompt") and (present - {"conversations", "instruction"}) & {
             "sft": {"messages", "completion", "text"}, "kto": {"completion", "label"}, "prompt": {"prompt"}}[kind]:
-        if not (kind == "kto" and {"chosen", "rejected"} <= present):
-            out.append(OURS)
+        out.append(OURS)
     return out
 
 

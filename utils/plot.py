@@ -86,6 +86,31 @@ def plot_run(output_dir: str, out: str | None = None, title: str | None = None,
     return out
 
 
+def plot_distributions(values: dict[str, list[float]], out: str, title: str, xlabel: str = "reward") -> str:
+    """Overlaid histograms of several sides' values on shared bins (utils/evaluate.py: both sides' rewards)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    finite = [v for vs in values.values() for v in vs if math.isfinite(v)]
+    lo, hi = (min(finite), max(finite)) if finite else (0.0, 1.0)
+    bins = np.linspace(lo, hi if hi > lo else lo + 1.0, 31)
+    fig, ax = plt.subplots(figsize=(6.0, 3.6))
+    for label, vs in values.items():
+        ax.hist([v for v in vs if math.isfinite(v)], bins=bins, alpha=0.5, label=label)
+    ax.set_xlabel(xlabel, fontsize=9)
+    ax.set_ylabel("samples", fontsize=9)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("output_dir", help="a training run's output_dir (holds trainer_state.json)")

@@ -27,8 +27,10 @@ import math
 import os
 import sys
 
+from utils import generation
 from utils.errors import CommandParser, UserError, run_command
 from utils.models import DTYPE_HELP, DTYPES
+from utils.rewards import as_completion, source_names, weighted_scores
 from utils.sample_files import Outputs, print_summary, summarize
 
 
@@ -73,104 +75,22 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
     check_paths({"model_name_or_path": a.model_name_or_path, "reward_model_path": a.reward_model_path,
                  "output_dir": a.output_dir})
+    generation.check_adapter_base(a.model_name_or_path, a.base_model_name_or_path, "--model_name_or_path",
+                                  "Pass the base with --base_model_name_or_path PATH.")
     return a
 
 
 # ------------------------------------------------------------------------------------------ model
 def model_paths(args) -> tuple[str, str]:
-    """(base model, tokenizer) paths. An adapter directory is loaded onto the base its config names; one saved
-    by main_train holds the tokenizer it was trained with."""
-    path = base = args.model_name_or_path
-    adapter_config = os.path.join(path, "adapter_config.json")
-    if os.path.isfile(adapter_config):
-        with open(adapter_config) as f:
-            base = args.base_model_name_or_path or json.load(f).get("base_model_name_or_path")
-        if not base:
-            raise UserError(f"{adapter_config} names no base model; pass --base_model_name_or_path.")
-    return base, path if os.path.isfile(os.path.join(path, "tokenizer_config.json")) else base
+    """(base model, tokenizer) paths (utils/generation.py)."""
+    return generation.model_paths(args.model_name_or_path, args.base_model_name_or_path)
 
 
 def load_policy(args, tokenizer, dtype):
     """The model to sample from (full, 4-bit, or base + LoRA adapter), on the GPU when there is one."""
-    import torch
-
-    from utils.models import load_model
-
-    base, _ = model_paths(args)
-    model = load_model(base, tokenizer, dtype=dtype, load_in_4bit=args.load_in_4bit,
-                       trust_remote_code=args.trust_remote_code)
-    if base != args.model_name_or_path:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, args.model_name_or_path)
-    if not args.load_in_4bit and torch.cuda.is_available():
-        model.to("cuda")
-    return model.eval()
-
-
-def render(prompt, tokenizer) -> tuple[str, bool]:
-    """Prompt text to generate from, and whether special tokens are already in it (a chat template's)."""
-    if isinstance(prompt, list):
-        if tokenizer.chat_template is None:
-            raise UserError("The prompts are conversations but the model's tokenizer has no chat template; use "
-                            "plain-string prompts or a tokenizer with a chat template.")
-        return tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False), True
-    return prompt, False
-
-
-def sample(model, tokenizer, prompts: list, args, seed: int) -> list[list[str]]:
-    """`num_samples` completions (text, cut at the first EOS) for each prompt."""
-    import torch
-
-    with torch.no_grad():
-        return _sample(model, tokenizer, prompts, args, seed)
-
-
-def _sample(model, tokenizer, prompts: list, args, seed: int) -> list[list[str]]:
-    import torch
-
-    texts = [render(p, tokenizer) for p in prompts]
-    templated = texts[0][1]
-    enc = tokenizer([t for t, _ in texts], return_tensors="pt", padding=True,
-                    add_special_tokens=not templated).to(next(model.parameters()).device)
-    torch.manual_seed(seed)
-    out = model.generate(**enc, do_sample=True, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
-                         max_new_tokens=args.max_new_tokens, num_return_sequences=args.num_samples,
-                         pad_token_id=tokenizer.pad_token_id)
-    eos = model.generation_config.eos_token_id
-    eos = set(eos if isinstance(eos, list) else [eos] if eos is not None else [tokenizer.eos_token_id])
-    completions = []
-    for row in out[:, enc["input_ids"].shape[1]:].tolist():
-        cut = next((i for i, t in enumerate(row) if t in eos), len(row))
-        completions.append(tokenizer.decode(row[:cut], skip_special_tokens=True))
-    n = args.num_samples
-    return [completions[i * n:(i + 1) * n] for i in range(len(prompts))]
-
-
-# ---------------------------------------------------------------------------------------- scoring
-def source_names(sources) -> list[str]:
-    names = []
-    for s in sources:
-        name = getattr(s, "__name__", "reward")
-        names.append(name if name not in names else f"{name}_{len(names)}")
-    return names
-
-
-def score(sources, names, weights, prompts, completions, columns: dict) -> tuple[list, list[dict]]:
-    """Weighted sum of every source (NaN where a source returns None is skipped), and each source's values."""
-    per_source = {name: src(prompts=prompts, completions=completions, **columns) for name, src in zip(names, sources)}
-    totals, details = [], []
-    for i in range(len(completions)):
-        values = {name: per_source[name][i] for name in names}
-        finite = [w * v for w, v in zip(weights, values.values()) if not math.isnan(v)]
-        totals.append(sum(finite) if finite else math.nan)
-        details.append({k: (None if math.isnan(v) else v) for k, v in values.items()})
-    return totals, details
-
-
-def _as_completion(text: str, prompt):
-    """Conversational prompts keep conversational answers (what SFT / DPO rows and reward functions expect)."""
-    return [{"role": "assistant", "content": text}] if isinstance(prompt, list) else text
+    return generation.load_policy(args.model_name_or_path, tokenizer, dtype,
+                                  base_override=args.base_model_name_or_path, load_in_4bit=args.load_in_4bit,
+                                  trust_remote_code=args.trust_remote_code)
 
 
 # ------------------------------------------------------------------------------------------- main
@@ -209,12 +129,12 @@ def run(args) -> dict:
             idx = list(range(chunk * args.batch_size, min((chunk + 1) * args.batch_size, len(data))))
             rows = data.select(idx)
             chunk_prompts = list(rows["prompt"])
-            groups = sample(model, tokenizer, chunk_prompts, args, seed=args.seed * 1_000_003 + chunk)
+            groups = generation.sample(model, tokenizer, chunk_prompts, args, seed=args.seed * 1_000_003 + chunk)
             n = args.num_samples
             prompts = [p for p in chunk_prompts for _ in range(n)]
-            completions = [_as_completion(c, p) for p, g in zip(chunk_prompts, groups) for c in g]
+            completions = [as_completion(c, p) for p, g in zip(chunk_prompts, groups) for c in g]
             columns = {c: [v for v in rows[c] for _ in range(n)] for c in extra}
-            totals, details = score(sources, names, weights, prompts, completions, columns)
+            totals, details = weighted_scores(sources, names, weights, prompts, completions, columns)
             for k, i in enumerate(idx):
                 if i not in wanted:
                     continue

@@ -192,3 +192,31 @@ def _refuse_causal_lm(path: str) -> None:
         raise UserError(f"--reward_model_path {path!r} is a causal LM ({', '.join(architectures)}), not a reward "
                         "model: loaded as one, its score head would be random. Expected a model trained with "
                         "--rlhf_type Reward (a *ForSequenceClassification checkpoint).")
+
+
+# ------------------------------------------------------------------------- scoring samples offline
+# (rejection sampling and evaluation; the trainers call the sources themselves)
+def source_names(sources) -> list[str]:
+    names = []
+    for s in sources:
+        name = getattr(s, "__name__", "reward")
+        names.append(name if name not in names else f"{name}_{len(names)}")
+    return names
+
+
+def weighted_scores(sources, names, weights, prompts, completions, columns: dict) -> tuple[list, list[dict]]:
+    """Weighted sum of every source (a source's None, NaN here, is skipped; NaN when no source scored), and each
+    source's values."""
+    per_source = {name: src(prompts=prompts, completions=completions, **columns) for name, src in zip(names, sources)}
+    totals, details = [], []
+    for i in range(len(completions)):
+        values = {name: per_source[name][i] for name in names}
+        finite = [w * v for w, v in zip(weights, values.values()) if not math.isnan(v)]
+        totals.append(sum(finite) if finite else math.nan)
+        details.append({k: (None if math.isnan(v) else v) for k, v in values.items()})
+    return totals, details
+
+
+def as_completion(text: str, prompt):
+    """Conversational prompts keep conversational answers (what SFT / DPO rows and reward functions expect)."""
+    return [{"role": "assistant", "content": text}] if isinstance(prompt, list) else text
