@@ -16,7 +16,6 @@ Nothing here names a method: what is particular to one is declared in its `rlhf_
 from __future__ import annotations
 
 import logging
-import math
 import os
 import sys
 import warnings
@@ -145,26 +144,9 @@ def check_needs(method, common, config, tokenizer, train, rows=None) -> Needs:
 
 def load_data(method, common, tokenizer, rows: dict | None = None, config=None):
     """Train (and eval) datasets; `rows`: the data as the early checks read it (filled in here when empty)."""
-    from utils.data import prepare
-    from utils.formats import DataOptions
+    from utils.data import train_and_eval
 
-    rows, datasets = ({} if rows is None else rows), {}
-    for what in ("train_data_path", "eval_data_path"):
-        if getattr(common, what):
-            rows[what], datasets[what] = prepare(getattr(common, what), method.data, tokenizer, what,
-                                                 DataOptions.of(common), getattr(config, "seed", 0), rows.get(what))
-    train = datasets["train_data_path"]
-    evals = None
-    if common.eval_data_path:
-        evals = datasets["eval_data_path"]
-    elif common.eval_split > 0:
-        held = math.ceil(len(train) * common.eval_split)  # as datasets' train_test_split rounds
-        if held >= len(train):
-            raise UserError(f"--eval_split {common.eval_split} of {len(train)} rows leaves no training row; expected "
-                            "a smaller fraction, more rows, or --eval_data_path.")
-        split = train.train_test_split(test_size=common.eval_split, seed=0)
-        train, evals = split["train"], split["test"]
-    return train, evals
+    return train_and_eval(common, method.data, tokenizer, {} if rows is None else rows, getattr(config, "seed", 0))
 
 
 def check_phase(argv: list[str]):

@@ -30,8 +30,11 @@ CHILD = r'''
 import os, resource, sys, time
 start = time.perf_counter()
 which, path, scratch = sys.argv[1:4]
-if which == "ours":
+if which.startswith("ours"):
     from utils.data import check_rows, to_dataset
+    if which == "ours_row_by_row":  # the path conversational rows and converted formats take
+        import utils.fast_json
+        utils.fast_json.eligible = lambda real: False
     n = len(to_dataset(check_rows(path, "preference")))
 else:
     from datasets import load_dataset
@@ -73,19 +76,21 @@ def main() -> None:
         if not os.path.exists(path):
             generate(path, rows)
         size = os.path.getsize(path) / 2**20
-        runs = {"ours": [], "datasets": []}
+        runs = {"ours": [], "datasets": [], "ours_row_by_row": []}
         for _ in range(a.rounds):
             for which in runs:
                 runs[which].append(run(which, path))
-                print(f"{rows:>9,} rows {which:>8}: {runs[which][-1][0]:6.2f} s, {runs[which][-1][1]:7.0f} MB", flush=True)
+                print(f"{rows:>9,} rows {which:>15}: {runs[which][-1][0]:6.2f} s, {runs[which][-1][1]:7.0f} MB",
+                      flush=True)
         med = {k: (statistics.median(t for t, _ in v), statistics.median(m for _, m in v)) for k, v in runs.items()}
         table.append((rows, size, med))
-    print("\n| rows | file | ours: time | datasets: time | ratio | ours: peak RSS | datasets: peak RSS | ratio |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("\n| rows | file | ours: time | datasets: time | ratio | ours: peak RSS | datasets: peak RSS | ratio | "
+          "ours row by row: time, RSS |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for rows, size, med in table:
-        (ot, om), (dt, dm) = med["ours"], med["datasets"]
+        (ot, om), (dt, dm), (rt, rm) = med["ours"], med["datasets"], med["ours_row_by_row"]
         print(f"| {rows:,} | {size:,.0f} MB | {ot:.2f} s | {dt:.2f} s | {ot / dt:.2f} | {om:,.0f} MB | {dm:,.0f} MB | "
-              f"{om / dm:.2f} |")
+              f"{om / dm:.2f} | {rt:.2f} s ({rt / dt:.2f}x), {rm:,.0f} MB |")
     if len(table) > 1:
         print(f"\nour peak RSS from {table[0][0]:,} to {table[-1][0]:,} rows: "
               f"x{table[-1][2]['ours'][1] / table[0][2]['ours'][1]:.2f}")

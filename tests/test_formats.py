@@ -283,3 +283,31 @@ def test_one_step_on_each_format(case, tiny_dir, tmp_path):
     assert run_main(*argv) == 0
     history = json.loads((out / "trainer_state.json").read_text())["log_history"]
     assert any("loss" in h for h in history)
+
+
+# ------------------------------------------------------------------------------ the column-wise fast path
+def test_fast_path_equals_row_by_row_and_defers_to_it(tmp_path, monkeypatch):
+    import utils.fast_json
+
+    pairs = [{"prompt": f"p{i}", "chosen": "a", "rejected": "b", "id": i} for i in range(3000)]
+    path = write_jsonl(tmp_path / "f.jsonl", pairs)
+    calls = []
+    read = utils.fast_json.read
+    monkeypatch.setattr(utils.fast_json, "read", lambda *a: calls.append(read(*a)) or calls[-1])
+    fast = check_rows(str(path), "preference")
+    assert calls == [3000] and fast.where(2999) == f"{path}:3000"
+    monkeypatch.setattr(utils.fast_json, "eligible", lambda real: False)
+    assert to_dataset(fast).to_list() == to_dataset(check_rows(str(path), "preference")).to_list() == pairs
+    monkeypatch.undo()
+    # each doubt sends the file row by row, which names the line
+    for n, bad in ((2500, {"prompt": "p", "chosen": "  ", "rejected": "b"}), (1800, {"prompt": "p", "chosen": "a"}),
+                   (2999, {"prompt": "p", "chosen": 3, "rejected": "b"})):
+        write_jsonl(path, pairs[:n - 1] + [bad] + pairs[n:])
+        assert error(path, "preference").startswith(f"{path}:{n}: ")
+    write_jsonl(path, pairs[:5] + [{**pairs[5], "id": "six"}] + pairs[6:])
+    assert error(path, "preference").startswith(f"{path}:6: `id` is a string here but a number in line 1")
+    write_jsonl(tmp_path / "g.jsonl", pairs)
+    text = (tmp_path / "g.jsonl").read_text().split("\n")
+    (tmp_path / "g.jsonl").write_text("\n".join(text[:2] + [""] + text[2:]))
+    rows = check_rows(str(tmp_path / "g.jsonl"), "preference")
+    assert len(rows) == 3000 and rows.where(2) == f"{tmp_path / 'g.jsonl'}:4"

@@ -15,7 +15,7 @@ class Sink:
     message with an extra key) widens the schema and rewrites what was written (rare, once per change)."""
 
     def __init__(self, path: str):
-        self.path, self.buf, self.writer, self.schema = path, [], None, None
+        self.path, self.buf, self.writer, self.schema, self.written = path, [], None, None, 0
 
     def add(self, row: dict) -> None:
         self.buf.append(row)
@@ -30,6 +30,14 @@ class Sink:
         keys = list(dict.fromkeys(k for r in self.buf for k in r))
         table = pa.Table.from_pydict({k: [r.get(k) for r in self.buf] for k in keys})
         self.buf = []
+        self.write(table)
+
+    def write(self, table) -> None:
+        """Append an Arrow table (or record batch) after the rows added so far."""
+        import pyarrow as pa
+
+        if isinstance(table, pa.RecordBatch):
+            table = pa.Table.from_batches([table])
         if self.writer is None:
             self.schema, self.writer = table.schema, pa.ipc.new_stream(self.path, table.schema)
         elif not table.schema.equals(self.schema):
@@ -38,18 +46,30 @@ class Sink:
                 self._rewrite(unified)
             table = _conform(table, self.schema)
         self.writer.write_table(table)
+        self.written += table.num_rows
 
-    def _rewrite(self, schema) -> None:
+    def _rewrite(self, schema, keep: int | None = None) -> None:
+        """Copy what was written into a new file with `schema`, keeping the first `keep` rows (None: all)."""
         import pyarrow as pa
 
         self.writer.close()
         old = self.path + ".old"
         os.replace(self.path, old)
         self.schema, self.writer = schema, pa.ipc.new_stream(self.path, schema)
+        left = self.written if keep is None else keep
         with pa.memory_map(old) as source:
             for batch in pa.ipc.open_stream(source):
-                self.writer.write_table(_conform(pa.Table.from_batches([batch]), schema))
+                if left > 0:
+                    self.writer.write_table(_conform(pa.Table.from_batches([batch.slice(0, left)]), schema))
+                left -= batch.num_rows
+        self.written = self.written if keep is None else min(self.written, keep)
         os.remove(old)
+
+    def truncate(self, rows: int) -> None:
+        """Forget every row after the first `rows` (a file read in one way, to be read again in another)."""
+        self.flush()
+        if self.written > rows:
+            self._rewrite(self.schema, keep=rows)
 
     def close(self) -> None:
         import pyarrow as pa

@@ -11,20 +11,19 @@ are unpaired with TRL's helper; every summary is printed in one line per source.
 
 from __future__ import annotations
 
+import math
 import os
 from array import array
 from dataclasses import dataclass, field
 
 from utils.arrow_sink import Sink, scratch
 from utils.errors import UserError
-from utils.formats import OURS, OURS_PREF, DataOptions, describe, readings
+from utils.formats import OURS, OURS_PREF, DataOptions, describe, readings, summary
 # DATA_KIND_HELP, SCHEMAS and is_conversational_row are part of this module's interface too.
-from utils.rows import (DATA_KIND_HELP, SCHEMAS, BadRow, check_row, field_names, is_conversational_row,  # noqa: F401
-                        json_type, one_line, style_of, where)
-from utils.sources import iter_rows, resolve
-
-_KIND = {str: "a string", int: "a number", float: "a number", bool: "a boolean", list: "a list", dict: "an object"}
-
+from utils.rows import (DATA_KIND_HELP, SCHEMAS, BadRow, FieldTypes, at_row, check_row, field_names,  # noqa: F401
+                        is_conversational_row, json_type, one_line, style_of, where)
+from utils import fast_json
+from utils.sources import iter_rows, resolve, shown_as
 
 @dataclass
 class Rows:
@@ -82,59 +81,92 @@ def check_rows(paths, kind: str, what: str = "train_data_path", options: DataOpt
                         "all 0.")
     sources = [resolve(p, what, options.split if what == "train_data_path" else None) for p in paths]
     rows = Rows(paths, kind, os.path.join(scratch(), f"{what}.arrow"), options=options)
-    sink, first, types, formats = Sink(rows.arrow), None, _Types(), {}
+    sink, first, types, formats = Sink(rows.arrow), None, FieldTypes(), {}
     plain, plain_fmt = {}, None  # signature (fields, value types) -> text fields of a plain row checked and stored as is
     for source in sources:
-        fmt, n_in, n_out = None, 0, 0
-        for shown, style, number, row in iter_rows(source, what):
-            if not rows.files or rows.files[-1] != (shown, style):
-                rows.files.append((shown, style))
-            n_in += 1
-            # Fast path: a row of plain strings with the fields and value types of one already checked can only be
-            # wrong in its values being empty; anything else takes the full path below, which says what is wrong.
-            sig = (tuple(row), tuple(map(type, row.values()))) if type(row) is dict else None
-            texts = plain.get(sig) if sig is not None else None
-            if texts is not None and fmt is plain_fmt and all(row[f].strip() for f in texts):
-                sink.add(row)
-                rows.file_of.append(len(rows.files) - 1)
-                rows.loc_of.append(number)
-                n_out += 1
+        fmt, target, n_in, n_out = None, None, 0, 0
+        for real in source.files:
+            quick = None if source.saved else _fast(real, kind, fmt, first, sink)
+            if quick is not None:  # the whole file, checked by columns
+                fmt, variant, n = quick
+                target = _check_kind(fmt, kind)
+                shown = shown_as(source, real)
+                rows.files.append((shown, ""))
+                rows.file_of.extend(array("i", [len(rows.files) - 1]) * n)
+                rows.loc_of.extend(range(1, n + 1))
+                types.arrow(sink.schema, (shown, 1))
+                first = first or ((shown, "1"), variant, False)
+                n_in, n_out = n_in + n, n_out + n
                 continue
-            loc = f"{style}{number}"
-            try:
-                was, fmt = fmt, _format(row, kind, fmt, formats)
-                if fmt is not was:
-                    target = _check_kind(fmt, kind)
-                for out in fmt.convert(row, options):
-                    variant, conversational = check_row(out, target)
-                    if first is None:
-                        first = ((shown, loc), variant, conversational)
-                        rows.conversational = conversational
-                    elif variant != first[1] or conversational != first[2]:
-                        now, then = ((f"has {field_names(variant)}", f"has {field_names(first[1])}")
-                                     if variant != first[1] else (f"is {style_of(conversational)}", f"is {style_of(first[2])}"))
-                        raise BadRow(f"this row {now} but {_at(first[0], shown)} {then}", "every row in the same fields and style "
-                                     "(TRL applies the chat template to all rows or none)")
-                    types.check(out, (shown, loc))
-                    sink.add(out)
+            for shown, style, number, row in iter_rows(source, what, [real]):
+                if not rows.files or rows.files[-1] != (shown, style):
+                    rows.files.append((shown, style))
+                n_in += 1
+                # A row of plain strings with the fields and value types of one already checked can only be wrong in
+                # its values being empty; anything else takes the full path below, which says what is wrong.
+                sig = (tuple(row), tuple(map(type, row.values()))) if type(row) is dict else None
+                texts = plain.get(sig) if sig is not None else None
+                if texts is not None and fmt is plain_fmt and all(row[f].strip() for f in texts):
+                    sink.add(row)
                     rows.file_of.append(len(rows.files) - 1)
                     rows.loc_of.append(number)
                     n_out += 1
-                if fmt in (OURS, OURS_PREF) and not conversational:
-                    plain[sig], plain_fmt = [f for f in variant if f != "label"], fmt
-            except BadRow as e:
-                raise UserError(f"{shown}:{loc}: {e.what}; expected {e.expected.rstrip('.')}.") from None
+                    continue
+                loc = f"{style}{number}"
+                try:
+                    was, fmt = fmt, _format(row, kind, fmt, formats)
+                    if fmt is not was or target is None:
+                        target = _check_kind(fmt, kind)
+                    for out in fmt.convert(row, options):
+                        variant, conversational = check_row(out, target)
+                        if first is None:
+                            first = ((shown, loc), variant, conversational)
+                            rows.conversational = conversational
+                        elif variant != first[1] or conversational != first[2]:
+                            now, then = ((f"has {field_names(variant)}", f"has {field_names(first[1])}")
+                                         if variant != first[1] else
+                                         (f"is {style_of(conversational)}", f"is {style_of(first[2])}"))
+                            raise BadRow(f"this row {now} but {at_row(first[0], shown)} {then}", "every row in the "
+                                         "same fields and style (TRL applies the chat template to all rows or none)")
+                        types.check(out, (shown, loc))
+                        sink.add(out)
+                        rows.file_of.append(len(rows.files) - 1)
+                        rows.loc_of.append(number)
+                        n_out += 1
+                    if fmt in (OURS, OURS_PREF) and not conversational:
+                        plain[sig], plain_fmt = [f for f in variant if f != "label"], fmt
+                except BadRow as e:
+                    raise UserError(f"{shown}:{loc}: {e.what}; expected {e.expected.rstrip('.')}.") from None
         if n_in == 0:
             raise UserError(f"{source.path}: --{what} has no rows; expected at least one example "
                             f"({DATA_KIND_HELP[kind]}).")
         rows.counts.append(n_out)
         rows.unpair = kind == "kto" and _check_kind(fmt, kind) == "preference"
-        rows.summary.append(_summary(source, fmt, kind, n_in, n_out, rows.unpair, options))
+        rows.summary.append(summary(source, fmt, kind, n_in, n_out, rows.unpair, options))
     sink.close()
     if not len(rows):
         raise UserError(f"{rows.path}: --{what}: the settings drop every row ({'; '.join(rows.summary)}); expected "
                         "settings that keep at least one (a smaller --min_score_gap?).")
     return rows
+
+
+def _fast(real: str, kind: str, fmt, first, sink):
+    """(format, fields, rows) when the file went the fast way (utils/fast_json.py): JSON Lines whose first row is plain
+    strings in our own fields, like the rows before it. None: read it row by row."""
+    if not fast_json.eligible(real):
+        return None
+    row = fast_json.first_row(real)
+    found = readings(row, kind) if isinstance(row, dict) else []
+    if len(found) != 1 or found[0] not in (OURS, OURS_PREF) or fmt not in (None, found[0]):
+        return None
+    try:
+        variant, conversational = check_row(row, _check_kind(found[0], kind))
+    except BadRow:
+        return None
+    if conversational or (first is not None and (variant, conversational) != first[1:]):
+        return None
+    n = fast_json.read(real, variant, sink)
+    return None if n is None else (found[0], variant, n)
 
 
 def _format(row, kind: str, fmt, cache: dict):
@@ -170,51 +202,6 @@ def _check_kind(fmt, kind: str) -> str:
     return "reward" if kind == "reward" and base == "preference" else base
 
 
-def _at(first: tuple, shown: str) -> str:
-    """Where an earlier row is: `line 3` in the same file, `FILE:3` in another."""
-    return where(str(first[1])) if first[0] == shown else f"{first[0]}:{first[1]}"
-
-
-class _Types:
-    """One type per field across every row of every source (Arrow stores one per column). A row whose fields and
-    value types were seen before is not looked at again."""
-
-    def __init__(self):
-        self.first, self.seen = {}, set()
-
-    def check(self, row: dict, at: tuple) -> None:
-        sig = (tuple(row), tuple(map(type, row.values())))  # after a conversion: not the signature of the row read
-        if sig in self.seen:
-            return
-        for key, value in row.items():
-            if value is None:
-                continue
-            kind = _KIND.get(type(value)) or json_type(value)
-            seen = self.first.get(key)
-            if seen is None:
-                self.first[key] = (kind, at)
-            elif seen[0] != kind:
-                raise BadRow(f"`{key}` is {kind} here but {seen[0]} in {_at(seen[1], at[0])}",
-                             "one type per field across all rows")
-        self.seen.add(sig)
-
-
-def _summary(source, fmt, kind: str, n_in: int, n_out: int, unpair: bool, options: DataOptions) -> str:
-    what = f"{source.path}{f' ({source.note})' if source.note else ''}: "
-    if fmt is OURS or fmt is OURS_PREF:
-        what += "prompt/chosen/rejected pairs" if fmt is OURS_PREF and kind == "kto" else "our fields"
-    else:
-        what += f"{fmt.label} -> {fmt.target}"
-    what += f" ({n_in:,} rows"
-    if fmt is not None and fmt.name == "ranked":
-        what += f" -> {n_out:,} pair{'s' if n_out != 1 else ''}, {options.pairs}" + (f", --min_score_gap {options.min_score_gap:g}"
-                                                          if options.min_score_gap else "") + "; tied pairs dropped"
-    elif n_out != n_in:
-        what += f" -> {n_out:,}"
-    return what + ")" + (" -> unpaired for KTO: one desirable and one undesirable row per pair "
-                         "(trl.data_utils.unpair_preference_dataset)" if unpair else "")
-
-
 # ------------------------------------------------------------------------------------------ the dataset
 def to_dataset(rows: Rows, seed: int = 0, weights: list[float] | None = None):
     """The datasets.Dataset TRL gets: the stored rows (memory-mapped), mixed to `weights`, unpaired for KTO."""
@@ -247,6 +234,25 @@ def prepare(paths, kind: str, tokenizer, what: str, options: DataOptions, seed: 
 
         measure(rows, tokenizer, what)
     return rows, to_dataset(rows, seed, options.weights if what == "train_data_path" else None)
+
+
+def train_and_eval(common, kind: str, tokenizer, rows: dict, seed: int = 0):
+    """(train, eval or None) for main_train, from --train_data_path, --eval_data_path or --eval_split; `rows` holds
+    what the early checks read and gets what is read here."""
+    datasets = {}
+    for what in ("train_data_path", "eval_data_path"):
+        if getattr(common, what):
+            rows[what], datasets[what] = prepare(getattr(common, what), kind, tokenizer, what, DataOptions.of(common),
+                                                 seed, rows.get(what))
+    train, evals = datasets["train_data_path"], datasets.get("eval_data_path")
+    if evals is None and common.eval_split > 0:
+        held = math.ceil(len(train) * common.eval_split)  # as datasets' train_test_split rounds
+        if held >= len(train):
+            raise UserError(f"--eval_split {common.eval_split} of {len(train)} rows leaves no training row; expected "
+                            "a smaller fraction, more rows, or --eval_data_path.")
+        split = train.train_test_split(test_size=common.eval_split, seed=0)
+        train, evals = split["train"], split["test"]
+    return train, evals
 
 
 def load_dataset_checked(paths, kind: str, tokenizer=None, *, what: str = "train_data_path",

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from itertools import combinations
 
-from utils.rows import BadRow, field_names, json_type
+from utils.rows import SCHEMAS, BadRow, field_names, json_type
 
 PAIRS = ("best_vs_worst", "all", "adjacent")
 # The fields that decide a row's format; the others (an `answer`, an `id`) ride along as columns.
@@ -104,6 +104,22 @@ def readings(row: dict, kind: str) -> list[Format]:
 
 def describe(f: Format) -> str:
     return f"{f.label} ({field_names(f.fields)})" if f.fields else f.label
+
+
+def summary(source, fmt, kind: str, n_in: int, n_out: int, unpair: bool, options: DataOptions) -> str:
+    what = f"{source.path}{f' ({source.note})' if source.note else ''}: "
+    if fmt is OURS or fmt is OURS_PREF:
+        what += "prompt/chosen/rejected pairs" if fmt is OURS_PREF and kind == "kto" else "our fields"
+    else:
+        what += f"{fmt.label} -> {fmt.target}"
+    what += f" ({n_in:,} rows"
+    if fmt is not None and fmt.name == "ranked":
+        what += f" -> {n_out:,} pair{'s' if n_out != 1 else ''}, {options.pairs}" + (f", --min_score_gap {options.min_score_gap:g}"
+                                                          if options.min_score_gap else "") + "; tied pairs dropped"
+    elif n_out != n_in:
+        what += f" -> {n_out:,}"
+    return what + ")" + (" -> unpaired for KTO: one desirable and one undesirable row per pair "
+                         "(trl.data_utils.unpair_preference_dataset)" if unpair else "")
 
 
 # ------------------------------------------------------------------------------------------- converters

@@ -166,6 +166,50 @@ def _check_conversation(msgs: list, field: str, shape: str) -> None:
         raise BadRow(f"`{field}` ends with {'an' if last == 'assistant' else 'a'} {last} message", expected)
 
 
+_KIND = {str: "a string", int: "a number", float: "a number", bool: "a boolean", list: "a list", dict: "an object"}
+
+
+def at_row(first: tuple, shown: str) -> str:
+    """Where an earlier row is: `line 3` in the same file, `FILE:3` in another."""
+    return where(str(first[1])) if first[0] == shown else f"{first[0]}:{first[1]}"
+
+
+class FieldTypes:
+    """One type per field across every row of every source (Arrow stores one per column). A row whose fields and
+    value types were seen before is not looked at again."""
+
+    def __init__(self):
+        self.first, self.seen = {}, set()
+
+    def check(self, row: dict, at: tuple) -> None:
+        sig = (tuple(row), tuple(map(type, row.values())))  # after a conversion: not the signature of the row read
+        if sig in self.seen:
+            return
+        for key, value in row.items():
+            if value is None:
+                continue
+            kind = _KIND.get(type(value)) or json_type(value)
+            seen = self.first.get(key)
+            if seen is None:
+                self.first[key] = (kind, at)
+            elif seen[0] != kind:
+                raise BadRow(f"`{key}` is {kind} here but {seen[0]} in {at_row(seen[1], at[0])}",
+                             "one type per field across all rows")
+        self.seen.add(sig)
+
+    def arrow(self, schema, at: tuple) -> None:
+        """The fields of rows read as Arrow columns (utils/fast_json.py), located at the file's first row."""
+        import pyarrow as pa
+
+        for f in schema:
+            t = f.type
+            kind = ("a string" if pa.types.is_string(t) or pa.types.is_large_string(t) else "a boolean"
+                    if pa.types.is_boolean(t) else "a number" if pa.types.is_integer(t) or pa.types.is_floating(t)
+                    else "a list" if pa.types.is_list(t) else "an object" if pa.types.is_struct(t) else None)
+            if kind and not pa.types.is_null(t):
+                self.first.setdefault(f.name, (kind, at))
+
+
 # ----------------------------------------------------------------------------------------- wording
 def field_names(fields) -> str:
     return ", ".join(f"`{f}`" for f in fields)

@@ -106,21 +106,26 @@ def where(path: str, loc) -> str:
     return f"{path}:{loc}"
 
 
-def iter_rows(source: Source, what: str):
-    """Yield (file, style, number, row) for every row of every file of the source, in order: the row is at
-    `FILE:{style}{number}`, style "" (a line), "row " (parquet, saved datasets) or "record " (a JSON list)."""
-    for real in source.files:
+def iter_rows(source: Source, what: str, files: list[str] | None = None):
+    """Yield (file, style, number, row) for every row of every file of the source (or of `files`), in order: the row
+    is at `FILE:{style}{number}`, style "" (a line), "row " (parquet, saved datasets) or "record " (a JSON list)."""
+    for real in source.files if files is None else files:
         if source.saved:
             yield from _saved(source.path, real, what, source.split)
             continue
         ext = os.path.splitext(real)[1].lower()
-        shown = source.path if real == os.path.expanduser(source.path) else real
+        shown = shown_as(source, real)
         if os.path.getsize(real) == 0:
             raise UserError(f"{shown}: --{what} is an empty file; expected at least one example.")
         if ext == ".parquet":
             yield from _parquet(shown, real, what)
         else:
             yield from _json(shown, real, what, ext)
+
+
+def shown_as(source: Source, real: str) -> str:
+    """A file as messages name it: as the user wrote it, or the shard's path."""
+    return source.path if real == os.path.expanduser(source.path) else real
 
 
 def _json(shown: str, real: str, what: str, ext: str):
