@@ -65,10 +65,10 @@ def shared_datasets(config, train, evals):
     """File-backed copies of in-memory datasets, for `precompute_ref_log_probs` with several processes.
 
     TRL 1.16 (DPO, KTO `_precompute_ref_logps`) writes the reference log-probs on rank 0 next to the dataset's
-    cache files and every rank reads them back. An in-memory dataset (ours: utils/data.py builds them with
-    `Dataset.from_dict`) has no cache files, so each rank looks in its own private temporary directory and
-    rank 1 fails with "FileNotFoundError: ... hf_datasets-<random>/cache-<hash>.arrow". Saving the datasets once
-    under `output_dir` (a directory every process sees, as checkpoints need anyway) gives them one.
+    cache files and every rank reads them back. Ours live in each process's private scratch folder
+    (utils/data.py), so rank 1 would look in its own and fail with "FileNotFoundError: ... cache-<hash>.arrow".
+    Saving the datasets once under `output_dir` (a directory every process sees, as checkpoints need anyway) gives
+    them files all ranks share.
     """
     if not getattr(config, "precompute_ref_log_probs", False) or config.world_size <= 1:
         return train, evals
@@ -78,7 +78,7 @@ def shared_datasets(config, train, evals):
     state = PartialState()
 
     def share(ds, name):
-        if not isinstance(ds, Dataset) or ds.cache_files:
+        if not isinstance(ds, Dataset):
             return ds
         path = os.path.join(config.output_dir, ".dataset_cache", name)
         if state.is_main_process:
