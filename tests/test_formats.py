@@ -289,6 +289,7 @@ def test_one_step_on_each_format(case, tiny_dir, tmp_path):
 def test_fast_path_equals_row_by_row_and_defers_to_it(tmp_path, monkeypatch):
     import utils.fast_json
 
+    monkeypatch.setattr(utils.fast_json, "MIN_BYTES", 0)  # small files go row by row otherwise
     pairs = [{"prompt": f"p{i}", "chosen": "a", "rejected": "b", "id": i} for i in range(3000)]
     path = write_jsonl(tmp_path / "f.jsonl", pairs)
     calls = []
@@ -298,7 +299,7 @@ def test_fast_path_equals_row_by_row_and_defers_to_it(tmp_path, monkeypatch):
     assert calls == [3000] and fast.where(2999) == f"{path}:3000"
     monkeypatch.setattr(utils.fast_json, "eligible", lambda real: False)
     assert to_dataset(fast).to_list() == to_dataset(check_rows(str(path), "preference")).to_list() == pairs
-    monkeypatch.undo()
+    monkeypatch.setattr(utils.fast_json, "eligible", lambda real: True)
     # each doubt sends the file row by row, which names the line
     for n, bad in ((2500, {"prompt": "p", "chosen": "  ", "rejected": "b"}), (1800, {"prompt": "p", "chosen": "a"}),
                    (2999, {"prompt": "p", "chosen": 3, "rejected": "b"})):
