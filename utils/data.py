@@ -21,7 +21,7 @@ from utils.errors import UserError
 from utils.formats import OURS, OURS_PREF, DataOptions, describe, readings, summary
 # DATA_KIND_HELP, SCHEMAS and is_conversational_row are part of this module's interface too.
 from utils.rows import (DATA_KIND_HELP, SCHEMAS, BadRow, FieldTypes, at_row, check_row, field_names,  # noqa: F401
-                        is_conversational_row, json_type, one_line, style_of, where)
+                        is_conversational_row, style_of)
 from utils import fast_json
 from utils.sources import iter_rows, resolve, shown_as
 
@@ -30,7 +30,6 @@ class Rows:
     """Data read, converted and checked, stored in one Arrow file (`arrow`), each row with its location."""
 
     paths: list[str]
-    kind: str  # the method's data kind
     arrow: str
     files: list[tuple[str, str]] = field(default_factory=list)  # (file as shown in messages, "" | "row " | "record ")
     file_of: array = field(default_factory=lambda: array("i"))  # per stored row: index into files
@@ -49,6 +48,13 @@ class Rows:
     @property
     def path(self) -> str:
         return " ".join(self.paths)
+
+    @property
+    def columns(self) -> list[str]:
+        import pyarrow as pa
+
+        with pa.memory_map(self.arrow) as source:
+            return pa.ipc.open_stream(source).schema.names
 
     def where(self, i: int) -> str:
         shown, style = self.files[self.file_of[i]]
@@ -80,7 +86,7 @@ def check_rows(paths, kind: str, what: str = "train_data_path", options: DataOpt
         raise UserError(f"--data_weights {' '.join(map(str, options.weights))}: expected weights >= 0 that are not "
                         "all 0.")
     sources = [resolve(p, what, options.split if what == "train_data_path" else None) for p in paths]
-    rows = Rows(paths, kind, os.path.join(scratch(), f"{what}.arrow"), options=options)
+    rows = Rows(paths, os.path.join(scratch(), f"{what}.arrow"), options=options)
     sink, first, types, formats = Sink(rows.arrow), None, FieldTypes(), {}
     plain, plain_fmt = {}, None  # signature (fields, value types) -> text fields of a plain row checked and stored as is
     for source in sources:
@@ -114,7 +120,7 @@ def check_rows(paths, kind: str, what: str = "train_data_path", options: DataOpt
                     continue
                 loc = f"{style}{number}"
                 try:
-                    was, fmt = fmt, _format(row, kind, fmt, formats)
+                    was, fmt = fmt, _format(row, sig, kind, fmt, formats)
                     if fmt is not was or target is None:
                         target = _check_kind(fmt, kind)
                     for out in fmt.convert(row, options):
@@ -169,12 +175,11 @@ def _fast(real: str, kind: str, fmt, first, sink):
     return None if n is None else (found[0], variant, n)
 
 
-def _format(row, kind: str, fmt, cache: dict):
-    """The row's format; every row of a source must read as the first row did. Rows with the same fields, nulls
-    and prompt/chosen types read the same: the answer is cached under that signature."""
+def _format(row, sig, kind: str, fmt, cache: dict):
+    """The row's format; every row of a source must read as the first row did. Rows with the same signature (fields
+    and value types) read the same: the answer is cached under it."""
     if not isinstance(row, dict):
         return fmt or OURS  # check_row names the problem
-    sig = (tuple(row), tuple(v is None for v in row.values()), type(row.get("prompt")), type(row.get("chosen")))
     found = cache.get(sig)
     if found is None:
         found = cache[sig] = readings(row, kind)
@@ -263,5 +268,7 @@ def load_dataset_checked(paths, kind: str, tokenizer=None, *, what: str = "train
 
 
 def _say(line: str) -> None:
-    if os.environ.get("RANK", "0") == "0":
+    from utils.distributed import first_process
+
+    if first_process():
         print(line, flush=True)

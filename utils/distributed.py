@@ -29,6 +29,11 @@ def launched() -> bool:
     return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
+def first_process() -> bool:
+    """True in the one process (rank 0) that prints and writes what every process would say alike."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def engine() -> str:
     """What `accelerate launch` set up for this process: deepspeed, fsdp, ddp, or single."""
     if _env_true("ACCELERATE_USE_DEEPSPEED"):

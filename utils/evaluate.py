@@ -30,7 +30,6 @@ from dataclasses import dataclass
 
 from utils import generation
 from utils.errors import CommandParser, UserError, run_command
-from utils.models import DTYPE_HELP, DTYPES
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -42,33 +41,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--eval_data_path", required=True, help="Prompts (`prompt`; other columns go to reward "
                                                            "functions), or preference rows (prompt/chosen/rejected).")
     p.add_argument("--output_dir", required=True)
-    p.add_argument("--reward_model_path", nargs="*", default=[], help="Reward model(s), each with its own tokenizer.")
-    p.add_argument("--reward_funcs", nargs="*", default=[], help="module:function or path/file.py:function.")
-    p.add_argument("--reward_weights", nargs="*", type=float, default=None,
-                   help="One weight per reward source (models first); score = weighted sum. Default: all 1.")
-    p.add_argument("--num_samples", type=int, default=4, help="Completions per prompt from each side.")
-    p.add_argument("--max_new_tokens", type=int, default=128)
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top_p", type=float, default=1.0)
-    p.add_argument("--top_k", type=int, default=0, help="0 = off: sample from the whole distribution.")
-    p.add_argument("--batch_size", type=int, default=8, help="Prompts per generate call (x num_samples sequences).")
-    p.add_argument("--seed", type=int, default=0)
+    generation.add_sampling_args(p, "Completions per prompt from each side.", "Load both models in 4-bit NF4.")
     p.add_argument("--beta", type=float, default=0.1, help="DPO beta of the implied reward (preference data).")
     p.add_argument("--bootstrap", type=int, default=1000, help="Bootstrap resamples for the 95 %% intervals.")
-    p.add_argument("--dtype", default="auto", choices=DTYPES, help=DTYPE_HELP)
-    p.add_argument("--load_in_4bit", action="store_true", help="Load both models in 4-bit NF4.")
-    p.add_argument("--trust_remote_code", action="store_true")
     a = p.parse_args(argv)
-    for name in ("num_samples", "max_new_tokens", "batch_size", "bootstrap"):
-        if getattr(a, name) < 1:
-            raise UserError(f"--{name} {getattr(a, name)} is out of range; expected an integer >= 1.")
-    if a.temperature <= 0:
-        raise UserError(f"--temperature must be > 0, got {a.temperature} (evaluation samples).")
+    generation.check_sampling_args(a, "num_samples", "max_new_tokens", "batch_size", "bootstrap")
     if a.beta <= 0:
         raise UserError(f"--beta must be > 0, got {a.beta}.")
-    if not (a.reward_model_path or a.reward_funcs):
-        raise UserError("No reward source: give --reward_model_path PATH [PATH ...] and/or --reward_funcs "
-                        "module:function [...]; the evaluation scores both sides' completions with them.")
     return a
 
 
@@ -133,18 +112,22 @@ def check(a: argparse.Namespace, model_tokenizer=None, baseline_tokenizer=None, 
 def _load(path: str, tokenizer, what: str):
     """(dataset, whether it holds preference pairs): prompt rows, or preference rows (their prompts are sampled
     from; chosen / rejected give the pairwise accuracies), checked as such."""
-    from utils.data import load_dataset_checked
+    from utils.data import check_rows, prepare
+    from utils.formats import DataOptions
 
+    options, not_prompts = DataOptions(), None
+    try:  # read once without the tokenizer; rendered and counted once, as what it turned out to be
+        rows = check_rows(path, "prompt", what, options)
+    except UserError as e:  # perhaps a preference format without a `prompt` field of its own
+        rows, not_prompts = None, e
+    if rows is not None and not {"chosen", "rejected"} <= set(rows.columns):
+        return prepare(path, "prompt", tokenizer, what, options, rows=rows)[1], False
     try:
-        data = load_dataset_checked(path, "prompt", tokenizer, what=what)
-    except UserError as not_prompts:
-        try:  # a preference format without a `prompt` field of its own
-            return load_dataset_checked(path, "preference", tokenizer, what=what), True
-        except UserError:
+        return prepare(path, "preference", tokenizer, what, options)[1], True
+    except UserError:
+        if not_prompts is not None:
             raise not_prompts from None
-    if {"chosen", "rejected"} <= set(data.column_names):
-        return load_dataset_checked(path, "preference", tokenizer, what=what), True
-    return data, False
+        raise
 
 
 def _same_tokenizer(a, b) -> bool:

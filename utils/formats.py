@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from itertools import combinations
 
-from utils.rows import SCHEMAS, BadRow, field_names, json_type
+from utils.rows import BadRow, field_names, json_type
 
 PAIRS = ("best_vs_worst", "all", "adjacent")
 # The fields that decide a row's format; the others (an `answer`, an `id`) ride along as columns.

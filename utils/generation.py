@@ -21,6 +21,40 @@ from utils.errors import UserError
 warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
+# ------------------------------------------------------------------------------------------ flags
+def add_sampling_args(p, samples_help: str, load_help: str) -> None:
+    """The flags rejection sampling and evaluation share: reward sources, sampling settings, seed, loading."""
+    from utils.models import DTYPE_HELP, DTYPES
+
+    p.add_argument("--reward_model_path", nargs="*", default=[], help="Reward model(s), each with its own tokenizer.")
+    p.add_argument("--reward_funcs", nargs="*", default=[], help="module:function or path/file.py:function.")
+    p.add_argument("--reward_weights", nargs="*", type=float, default=None,
+                   help="One weight per reward source (models first); score = weighted sum. Default: all 1.")
+    p.add_argument("--num_samples", type=int, default=4, help=samples_help)
+    p.add_argument("--max_new_tokens", type=int, default=128)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top_p", type=float, default=1.0)
+    p.add_argument("--top_k", type=int, default=0, help="0 = off: sample from the whole distribution.")
+    p.add_argument("--batch_size", type=int, default=8, help="Prompts per generate call (x num_samples sequences).")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dtype", default="auto", choices=DTYPES, help=DTYPE_HELP)
+    p.add_argument("--load_in_4bit", action="store_true", help=load_help)
+    p.add_argument("--trust_remote_code", action="store_true")
+
+
+def check_sampling_args(a, *counts: str) -> None:
+    """Refuse what add_sampling_args' flags cannot mean: a count below 1 (`counts`: the flags to check), a
+    temperature that does not sample, no reward source."""
+    for name in counts:
+        if getattr(a, name) < 1:
+            raise UserError(f"--{name} {getattr(a, name)} is out of range; expected an integer >= 1.")
+    if a.temperature <= 0:
+        raise UserError(f"--temperature must be > 0, got {a.temperature} (the samples are drawn at this temperature).")
+    if not (a.reward_model_path or a.reward_funcs):
+        raise UserError("No reward source: give --reward_model_path PATH [PATH ...] and/or --reward_funcs "
+                        "module:function [...]; every sample is scored with them.")
+
+
 # ------------------------------------------------------------------------------------------ paths
 def adapter_base(path: str, base_override: str | None = None) -> str | None:
     """The base model of a LoRA adapter directory (`base_override`, else the one its adapter_config.json names);

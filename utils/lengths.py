@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass
 
 from utils.errors import UserError
@@ -62,13 +63,12 @@ def measure(rows, tokenizer, what: str = "train_data_path") -> Lengths:
     for start, batch in rows.batches():
         if fields is None:
             has_prompt = batch[0].get("prompt") is not None
-            fields = [f for f in ANSWERS if batch[0].get(f) is not None and f != "messages"][:2]
-            if batch[0].get("messages") is not None:
-                fields = ["messages"]
+            fields = (["messages"] if batch[0].get("messages") is not None  # a whole conversation, cut by _texts
+                      else [f for f in ANSWERS if batch[0].get(f) is not None][:2])
         prompts, answers = [], [[] for _ in fields]
         for i, row in enumerate(batch):
             try:
-                p, a = _texts(row, [] if fields == ["messages"] else fields, tokenizer)
+                p, a = _texts(row, fields, tokenizer)
             except Exception as e:  # a template may raise anything (jinja2's TemplateError, KeyError, TypeError...)
                 raise UserError(f"{rows.where(start + i)}: the chat template of {name} refused this row: "
                                 f"{type(e).__name__}: {one_line(e)}; expected a row that template accepts (e.g. no "
@@ -173,17 +173,17 @@ def check_and_report(rows, config, drops: str) -> dict | None:
                    "token of its answer to train on")
         raise UserError(f"{rows.path}: --max_length {limit} leaves no training row: {why}; expected --max_length above "
                         f"{shortest} (suggested: {suggested}, which keeps 99 % of rows whole).\n{text}")
-    import os
+    from utils.distributed import first_process
 
-    if os.environ.get("RANK", "0") == "0":
+    if first_process():
         print(text, flush=True)
     return rep
 
 
 def write(rep: dict | None, output_dir: str) -> None:
-    import os
+    from utils.distributed import first_process
 
-    if rep is not None and os.environ.get("RANK", "0") == "0":
+    if rep is not None and first_process():
         os.makedirs(output_dir, exist_ok=True)
         with open(os.path.join(output_dir, "data_report.json"), "w") as f:
             json.dump(rep, f, indent=2)

@@ -29,7 +29,6 @@ import sys
 
 from utils import generation
 from utils.errors import CommandParser, UserError, run_command
-from utils.models import DTYPE_HELP, DTYPES
 from utils.rewards import as_completion, source_names, weighted_scores
 from utils.sample_files import Outputs, print_summary, summarize
 
@@ -41,34 +40,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--train_data_path", required=True, help="JSONL of prompts (`prompt`; other columns go to "
                                                             "reward functions).")
     p.add_argument("--output_dir", required=True)
-    p.add_argument("--reward_model_path", nargs="*", default=[], help="Reward model(s), each with its own tokenizer.")
-    p.add_argument("--reward_funcs", nargs="*", default=[], help="module:function or path/file.py:function.")
-    p.add_argument("--reward_weights", nargs="*", type=float, default=None,
-                   help="One weight per reward source (models first); score = weighted sum. Default: all 1.")
-    p.add_argument("--num_samples", type=int, default=4, help="Completions per prompt (N of best-of-N).")
-    p.add_argument("--max_new_tokens", type=int, default=128)
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top_p", type=float, default=1.0)
-    p.add_argument("--top_k", type=int, default=0, help="0 = off: sample from the whole distribution.")
-    p.add_argument("--batch_size", type=int, default=8, help="Prompts per generate call (x num_samples sequences).")
-    p.add_argument("--seed", type=int, default=0)
+    generation.add_sampling_args(p, "Completions per prompt (N of best-of-N).", "Load the sampled model in 4-bit NF4.")
     p.add_argument("--min_score", type=float, default=None, help="best.jsonl keeps a prompt only if its best "
                                                                  "score is at least this.")
     p.add_argument("--min_margin", type=float, default=0.0, help="pairs.jsonl keeps a prompt only if best - worst "
                                                                  "is at least this (and above 0).")
     p.add_argument("--max_prompts", type=int, default=None, help="Stop after this many new prompts (resume later).")
-    p.add_argument("--dtype", default="auto", choices=DTYPES, help=DTYPE_HELP)
-    p.add_argument("--load_in_4bit", action="store_true", help="Load the sampled model in 4-bit NF4.")
-    p.add_argument("--trust_remote_code", action="store_true")
     p.add_argument("--overwrite", action="store_true", help="Start over in an output_dir that holds another run.")
     a = p.parse_args(argv)
-    if a.num_samples < 1 or a.max_new_tokens < 1 or a.batch_size < 1:
-        raise UserError("--num_samples, --max_new_tokens and --batch_size must be at least 1.")
-    if a.temperature <= 0:
-        raise UserError(f"--temperature must be > 0, got {a.temperature} (sampling is what makes N answers differ).")
-    if not (a.reward_model_path or a.reward_funcs):
-        raise UserError("No reward source: give --reward_model_path PATH [PATH ...] and/or --reward_funcs "
-                        "module:function [...].")
+    generation.check_sampling_args(a, "num_samples", "max_new_tokens", "batch_size")
     if not os.path.exists(a.train_data_path):
         raise UserError(f"--train_data_path {a.train_data_path!r} does not exist.")
     from utils.cli import check_paths

@@ -102,10 +102,6 @@ def _from_hub_cache(path: str, what: str, split: str | None) -> Source:
 
 
 # ---------------------------------------------------------------------------------------------- reading
-def where(path: str, loc) -> str:
-    return f"{path}:{loc}"
-
-
 def iter_rows(source: Source, what: str, files: list[str] | None = None):
     """Yield (file, style, number, row) for every row of every file of the source (or of `files`), in order: the row
     is at `FILE:{style}{number}`, style "" (a line), "row " (parquet, saved datasets) or "record " (a JSON list)."""
