@@ -146,7 +146,8 @@ def load_data(method, common, tokenizer, rows: dict | None = None, config=None):
     """Train (and eval) datasets; `rows`: the data as the early checks read it (filled in here when empty)."""
     from utils.data import train_and_eval
 
-    return train_and_eval(common, method.data, tokenizer, {} if rows is None else rows, getattr(config, "seed", 0))
+    return train_and_eval(common, method.data, tokenizer, {} if rows is None else rows, getattr(config, "seed", 0),
+                          getattr(config, "assistant_only_loss", False))
 
 
 def check_phase(argv: list[str]):

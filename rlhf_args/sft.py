@@ -19,7 +19,11 @@ class SFTArgs(OurDefaults, SFTConfig):
 
 
 def check(common, config, columns) -> None:
-    if config.assistant_only_loss is None:
+    if "assistant_masks" in columns:
+        # The template has no {% generation %} markers and TRL cannot patch it: the data step worked the masks out
+        # (utils/chat_masks.py); TRL applies them as given, and would refuse the template if asked to mask itself.
+        config.assistant_only_loss = False
+    elif config.assistant_only_loss is None:
         config.assistant_only_loss = "messages" in columns
 
 

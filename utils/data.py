@@ -208,11 +208,16 @@ def _check_kind(fmt, kind: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------ the dataset
-def to_dataset(rows: Rows, seed: int = 0, weights: list[float] | None = None):
-    """The datasets.Dataset TRL gets: the stored rows (memory-mapped), mixed to `weights`, unpaired for KTO."""
+def to_dataset(rows: Rows, seed: int = 0, weights: list[float] | None = None, masks_with=None):
+    """The datasets.Dataset TRL gets: the stored rows (memory-mapped), tokenized with assistant masks when
+    `masks_with` is a tokenizer (utils/chat_masks.py), mixed to `weights`, unpaired for KTO."""
     from datasets import Dataset
 
     dataset = Dataset.from_file(rows.arrow)
+    if masks_with is not None:  # in stored order, so that a refused row is named at its FILE:LINE
+        from utils.chat_masks import add_masks
+
+        dataset = add_masks(dataset, masks_with, rows.where)
     if weights is not None and len(rows.counts) > 1:
         from utils.mixture import mix
 
@@ -227,9 +232,11 @@ def to_dataset(rows: Rows, seed: int = 0, weights: list[float] | None = None):
     return dataset
 
 
-def prepare(paths, kind: str, tokenizer, what: str, options: DataOptions, seed: int = 0, rows: Rows | None = None):
+def prepare(paths, kind: str, tokenizer, what: str, options: DataOptions, seed: int = 0, rows: Rows | None = None,
+            assistant_only_loss: bool | None = False):
     """(Rows, datasets.Dataset): read, convert and check (unless `rows` already did with these options), say what was
-    read, render and count every row with the tokenizer (utils/lengths.py), build the dataset."""
+    read, render and count every row with the tokenizer (utils/lengths.py), build the dataset (with our assistant
+    masks where the template needs them: utils/chat_masks.py)."""
     if rows is None or rows.options != options:
         rows = check_rows(paths, kind, what, options)
     for line in rows.summary:
@@ -238,17 +245,21 @@ def prepare(paths, kind: str, tokenizer, what: str, options: DataOptions, seed: 
         from utils.lengths import measure
 
         measure(rows, tokenizer, what)
-    return rows, to_dataset(rows, seed, options.weights if what == "train_data_path" else None)
+    from utils.chat_masks import wanted
+
+    masks_with = tokenizer if rows.conversational and wanted(assistant_only_loss, rows.columns, tokenizer) else None
+    return rows, to_dataset(rows, seed, options.weights if what == "train_data_path" else None, masks_with)
 
 
-def train_and_eval(common, kind: str, tokenizer, rows: dict, seed: int = 0):
+def train_and_eval(common, kind: str, tokenizer, rows: dict, seed: int = 0, assistant_only_loss: bool | None = False):
     """(train, eval or None) for main_train, from --train_data_path, --eval_data_path or --eval_split; `rows` holds
-    what the early checks read and gets what is read here."""
+    what the early checks read and gets what is read here. `assistant_only_loss`: the config's (None: on for
+    `messages` rows)."""
     datasets = {}
     for what in ("train_data_path", "eval_data_path"):
         if getattr(common, what):
             rows[what], datasets[what] = prepare(getattr(common, what), kind, tokenizer, what, DataOptions.of(common),
-                                                 seed, rows.get(what))
+                                                 seed, rows.get(what), assistant_only_loss)
     train, evals = datasets["train_data_path"], datasets.get("eval_data_path")
     if evals is None and common.eval_split > 0:
         held = math.ceil(len(train) * common.eval_split)  # as datasets' train_test_split rounds
