@@ -8,7 +8,7 @@ TRL's `cpo_alpha` defaults to 1.0, so TRL with loss_type=simpo alone is CPO-SimP
 refuses cpo_alpha > 0 (use CPOSimPO). fp16 is refused for the whole family (their log-sigmoid losses
 overflow in half precision): use bf16 or fp32."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from trl.experimental.cpo import CPOConfig
 
@@ -22,6 +22,8 @@ class CPOArgs(OurDefaults, CPOConfig):
     beta: float = 0.1
     loss_type: str = "sigmoid"
     cpo_alpha: float = 1.0
+    # Not a field of TRL's CPOConfig: utils/padding_free.py runs each batch as one row, nothing computed on padding.
+    padding_free: bool = field(default=False, metadata={"help": "Run each batch as one row without padding."})
 
 
 @dataclass
@@ -50,9 +52,9 @@ def check_simpo(common, config, columns) -> None:
 
 
 def trainer():
-    from trl.experimental.cpo import CPOTrainer
+    from utils.padding_free import PaddingFreeCPOTrainer  # TRL's CPOTrainer, plus `padding_free`
 
-    return CPOTrainer
+    return PaddingFreeCPOTrainer
 
 
 CPO = Method("CPO", CPOArgs, trainer, data="preference", fp16_ok=False)

@@ -20,9 +20,9 @@ class DPOArgs(OurDefaults, DPOConfig):
 
 
 def trainer():
-    from trl import DPOTrainer
+    from utils.padding_free import PaddingFreeDPOTrainer  # TRL's DPOTrainer, with `padding_free` working
 
-    return DPOTrainer
+    return PaddingFreeDPOTrainer
 
 
 METHOD = Method("DPO", DPOArgs, trainer, data="preference")

@@ -1,7 +1,7 @@
 """ORPO: TRL's ORPOTrainer (trl.experimental). Reference-free; `beta` weighs the odds-ratio term
 against the NLL on chosen."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from trl.experimental.orpo import ORPOConfig
 
@@ -12,12 +12,14 @@ from rlhf_args.base import Method, OurDefaults
 class ORPOArgs(OurDefaults, ORPOConfig):
     learning_rate: float = 5e-6
     beta: float = 0.1
+    # Not a field of TRL's ORPOConfig: utils/padding_free.py runs each batch as one row, nothing computed on padding.
+    padding_free: bool = field(default=False, metadata={"help": "Run each batch as one row without padding."})
 
 
 def trainer():
-    from trl.experimental.orpo import ORPOTrainer
+    from utils.padding_free import PaddingFreeORPOTrainer  # TRL's ORPOTrainer, plus `padding_free`
 
-    return ORPOTrainer
+    return PaddingFreeORPOTrainer
 
 
 METHOD = Method("ORPO", ORPOArgs, trainer, data="preference", fp16_ok=False)

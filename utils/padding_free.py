@@ -1,0 +1,181 @@
+"""Padding-free training on any attention implementation (sdpa, eager, flash): no compute on padding.
+
+transformers 5.23 turns position ids that restart at 0 inside one row into a block-diagonal causal mask when no
+attention mask is given (`masking_utils.find_packed_sequence_indices`, for sdpa and eager too). So the sequences of a
+batch laid end to end in one row [1, sum of lengths], each with positions 0, 1, ..., give the padded batch's logits,
+and nothing is computed on padding.
+
+- DPO: TRL 1.16 ignores `padding_free` (it warns that it is "temporarily unavailable" and pads). CPO / SimPO / ORPO
+  (trl.experimental) have no such option; our args add it. These trainers call the model on a padded [2B, L] batch
+  (chosen rows, then rejected rows). While their loss runs, `PaddingFree` hooks the model: the call is packed into
+  one row (with the next-token labels pre-shifted within each sequence, for TRL's fused LM head), and every per-token
+  output is scattered back to the padded shape (zeros on padding), so TRL's loss code runs unchanged. Same loss,
+  rewards and log-probs; only CPO / ORPO's `logits/*` metrics (a mean over every position, padding included) differ.
+  The hooks sit on the causal LM itself (under a PEFT wrapper, DDP or a DeepSpeed engine), so LoRA, the reference
+  forward and `precompute_ref_log_probs` are packed too.
+- SFT: TRL's own collator flattens the batch (`padding_free=True`) and transformers masks it as above, so sdpa works
+  as it is. TRL 1.16 refuses `padding_free` next to a `max_length` ("max_length is not enforced", a guard from
+  trl#5359, when it stopped truncating rows); 1.16 truncates every row in `_prepare_dataset` again, so
+  `PaddingFreeSFTTrainer` lets the pair through and keeps the truncation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+from peft import PeftModel
+from trl import DPOTrainer, SFTTrainer
+from trl.experimental.cpo import CPOTrainer
+from trl.experimental.orpo import ORPOTrainer
+
+
+def pack(args: tuple, kwargs: dict):
+    """A padded causal-LM call -> (args, kwargs) of the same call on one packed row, and the padding mask needed to
+    unpack its outputs (with whether the labels were pre-shifted). None when the call is not one to pack."""
+    mask = kwargs.get("attention_mask")
+    ids = args[0] if args else kwargs.get("input_ids")
+    if (mask is None or ids is None or mask.dim() != 2 or any(
+            kwargs.get(k) is not None for k in ("position_ids", "inputs_embeds", "past_key_values", "shift_labels"))):
+        return None  # already packed, prompt-learning PEFT (embeddings), generation: left as they are
+    mask = mask.bool()
+    kwargs = dict(kwargs, attention_mask=None, position_ids=(mask.cumsum(1) - 1)[mask][None])
+    shifted = kwargs.get("labels") is not None
+    if shifted:
+        if not kwargs.get("fused_lm_head"):
+            return None  # the model's own loss would shift labels across sequence boundaries
+        # TRL's fused LM head scores `shift_labels` as given: each token's next label within its own sequence,
+        # -100 on the last token of each (the next one in the row belongs to another sequence).
+        next_real = F.pad(mask[:, 1:], (0, 1))
+        next_labels = F.pad(kwargs.pop("labels")[:, 1:], (0, 1), value=-100).masked_fill(~next_real, -100)
+        kwargs["shift_labels"] = next_labels[mask][None]
+    if args:
+        args = (ids[mask][None], *args[1:])
+    else:
+        kwargs["input_ids"] = ids[mask][None]
+    return args, kwargs, (mask, shifted)
+
+
+def unpack(output, state):
+    """Per-token outputs of the packed row [1, N, ...] -> the padded shape [B, L, ...] (zeros on padding);
+    [B, L - 1, ...] for pre-shifted labels, the shape the unshifted call returns."""
+    mask, shifted = state
+    n = int(mask.sum())
+    for key in list(output.keys()):
+        value = output[key]
+        if torch.is_tensor(value) and value.dim() >= 2 and tuple(value.shape[:2]) == (1, n):
+            full = value.new_zeros(*mask.shape, *value.shape[2:])
+            full[mask] = value[0]
+            output[key] = full[:, :-1] if shifted else full
+    return output
+
+
+class PaddingFree:
+    """Mixin before a TRL trainer whose loss calls the model on padded rows: packs those calls while `compute_loss`,
+    `prediction_step` (and DPO's reference pass) run, when `padding_free` is on. Subclasses set `_pf_on` in __init__."""
+
+    _pf_on = False
+    _pf_active = False
+
+    def _pf_models(self):
+        models = [getattr(self, "model", None), getattr(self, "ref_model", None)]
+        return [m.get_base_model() if isinstance(m, PeftModel) else m for m in models if m is not None]
+
+    @contextlib.contextmanager
+    def _packed(self):
+        if not self._pf_on or self._pf_active:  # off, or already packing (compute_loss inside prediction_step)
+            yield
+            return
+        states = []  # one per call in flight: calls do not nest, the hooks sit on the innermost model
+
+        def before(module, args, kwargs):
+            packed = pack(args, kwargs)
+            states.append(packed and packed[2])
+            return packed and packed[:2]
+
+        def after(module, args, kwargs, output):
+            state = states.pop()
+            return unpack(output, state) if state else None
+
+        handles = []
+        for model in self._pf_models():
+            handles.append(model.register_forward_pre_hook(before, with_kwargs=True))
+            handles.append(model.register_forward_hook(after, with_kwargs=True))
+        self._pf_active = True
+        try:
+            yield
+        finally:
+            self._pf_active = False
+            for h in handles:
+                h.remove()
+
+    def compute_loss(self, *args, **kwargs):
+        with self._packed():
+            return super().compute_loss(*args, **kwargs)
+
+    def prediction_step(self, *args, **kwargs):
+        with self._packed():
+            return super().prediction_step(*args, **kwargs)
+
+
+def _hide_padding_free(trainer, init, args, kwargs):
+    """Run a TRL trainer's __init__ with `padding_free` off (TRL 1.16's DPOTrainer would warn and pad), on afterwards;
+    the mixin does the packing."""
+    config = kwargs.get("args")
+    trainer._pf_on = bool(getattr(config, "padding_free", False))
+    if trainer._pf_on:
+        config.padding_free = False
+    try:
+        init(*args, **kwargs)
+    finally:
+        if trainer._pf_on:
+            config.padding_free = True
+
+
+class PaddingFreeDPOTrainer(PaddingFree, DPOTrainer):
+    """TRL's DPOTrainer with `padding_free` working (any attention implementation)."""
+
+    def __init__(self, *args, **kwargs):
+        _hide_padding_free(self, super().__init__, args, kwargs)
+
+    def compute_ref_log_probs(self, model, inputs):  # the `precompute_ref_log_probs` pass, run from __init__
+        with self._packed():
+            return super().compute_ref_log_probs(model, inputs)
+
+
+class PaddingFreeCPOTrainer(PaddingFree, CPOTrainer):
+    """TRL's experimental CPOTrainer (CPO, SimPO, CPO-SimPO) with `padding_free` (a field of our CPOArgs)."""
+
+    def __init__(self, *args, **kwargs):
+        _hide_padding_free(self, super().__init__, args, kwargs)
+
+
+class PaddingFreeORPOTrainer(PaddingFree, ORPOTrainer):
+    """TRL's experimental ORPOTrainer with `padding_free` (a field of our ORPOArgs)."""
+
+    def __init__(self, *args, **kwargs):
+        _hide_padding_free(self, super().__init__, args, kwargs)
+
+
+class PaddingFreeSFTTrainer(SFTTrainer):
+    """TRL's SFTTrainer, whose `padding_free` also runs next to `max_length` (rows are still truncated)."""
+
+    def __init__(self, *args, **kwargs):
+        config = kwargs.get("args")
+        self._max_length = getattr(config, "max_length", None)
+        hide = bool(getattr(config, "padding_free", False)) and not config.packing and self._max_length is not None
+        if hide:  # TRL 1.16's guard reads it once in __init__, before the datasets are prepared
+            config.max_length = None
+        try:
+            super().__init__(*args, **kwargs)
+        finally:
+            if hide:
+                config.max_length = self._max_length
+
+    def _prepare_dataset(self, dataset, processing_class, args, *rest, **kwargs):
+        hidden, args.max_length = args.max_length, self._max_length  # truncate as without padding_free
+        try:
+            return super()._prepare_dataset(dataset, processing_class, args, *rest, **kwargs)
+        finally:
+            args.max_length = hidden
