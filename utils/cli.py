@@ -29,6 +29,7 @@ _SINGLE = ("rlhf_type", "train_mode", "model_name_or_path", "tokenizer_name_or_p
            "resume_from_checkpoint", "teacher_model_name_or_path", "value_model_path", "train_split", "pairs",
            "min_score_gap", "seed")
 _LISTS = ("reward_model_path", "train_data_path", "eval_data_path", "data_weights")
+_BOOLS = ("teacher_load_in_4bit",)  # `--flag` alone means true, as in HfArgumentParser
 
 
 # ------------------------------------------------------------------------------------ config file
@@ -123,11 +124,13 @@ def raw_values(argv: list[str], config: dict) -> dict:
         p.add_argument(f"--{name}")
     for name in _LISTS:
         p.add_argument(f"--{name}", nargs="*")
+    for name in _BOOLS:
+        p.add_argument(f"--{name}", nargs="?", const="true")
     try:
         values = vars(p.parse_known_args(argv)[0])
     except _Unparsable:
         return {}
-    for name in _SINGLE + _LISTS:
+    for name in _SINGLE + _LISTS + _BOOLS:
         if values.get(name) is None and config.get(name) is not None:
             values[name] = config[name]
     for name in _LISTS:
@@ -138,13 +141,27 @@ def raw_values(argv: list[str], config: dict) -> dict:
 
 def check_paths(values: dict) -> None:
     """Every path the run names, checked before anything is imported or read: model directories hold a config and
-    weights, a checkpoint to resume from is complete, output_dir is not a file."""
+    weights, GGUF files are complete and readable (utils/gguf.py), a checkpoint to resume from is complete,
+    output_dir is not a file."""
+    from utils import gguf
     from utils.models import WEIGHTS, check_model_dir
 
-    for name in ("model_name_or_path", "teacher_model_name_or_path", "value_model_path"):
-        if values.get(name):
-            check_model_dir(values[name], f"--{name}")
+    four_bit = {"model_name_or_path": "--train_mode qlora" if values.get("train_mode") == "qlora" else
+                "--load_in_4bit" if _true(values.get("load_in_4bit")) else None,
+                "teacher_model_name_or_path": "--teacher_load_in_4bit" if _true(values.get("teacher_load_in_4bit"))
+                else None}
+    for name in ("model_name_or_path", "tokenizer_name_or_path", "teacher_model_name_or_path", "value_model_path"):
+        path = values.get(name)
+        if path and gguf.is_gguf(path):
+            gguf.check(path, f"--{name}", four_bit.get(name))
+        elif path and name != "tokenizer_name_or_path":  # a tokenizer directory is checked as it loads
+            check_model_dir(path, f"--{name}")
     for path in values.get("reward_model_path") or []:
+        if gguf.is_gguf(path):  # llama.cpp maps no sequence-classification head of a causal LM into GGUF
+            raise UserError(f"--reward_model_path {path!r} is a GGUF file: GGUF files hold causal LMs, and "
+                            "transformers reads no trained score head from them, so it cannot score answers; train "
+                            f"a reward model from it first (--rlhf_type Reward --model_name_or_path {path}) and "
+                            "pass that run's output_dir.")
         check_model_dir(path, "--reward_model_path")
     out = values.get("output_dir")
     if out and os.path.isfile(os.path.expanduser(out)):
@@ -162,6 +179,10 @@ def check_paths(values: dict) -> None:
             raise UserError(f"--resume_from_checkpoint {ckpt!r} is not a complete checkpoint (no "
                             f"{' and no '.join(missing)}; a run stopped while saving it?); expected a directory "
                             "written by a save step, e.g. the previous checkpoint-N.")
+
+
+def _true(value) -> bool:
+    return str(value).lower() in ("true", "1", "yes", "y", "t")
 
 
 # ------------------------------------------------------------------------------------------ cache

@@ -82,7 +82,8 @@ def check(a: argparse.Namespace, model_tokenizer=None, baseline_tokenizer=None, 
 
     trc = a.trust_remote_code
     check_paths({"reward_model_path": a.reward_model_path, "output_dir": a.output_dir,
-                 **({} if model_tokenizer else {"model_name_or_path": a.model_name_or_path})})
+                 **({} if model_tokenizer else {"model_name_or_path": a.model_name_or_path,
+                                                "load_in_4bit": a.load_in_4bit})})
     for flag in ("base_model_name_or_path", "baseline_model_name_or_path"):
         if getattr(a, flag):
             check_model_dir(getattr(a, flag), f"--{flag}")

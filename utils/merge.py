@@ -41,9 +41,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "merge.")
     with open(config_path) as f:
         a.adapter_config = json.load(f)
-    a.base_model_name_or_path = a.base_model_name_or_path or a.adapter_config.get("base_model_name_or_path")
+    given = a.base_model_name_or_path
+    a.base_model_name_or_path = given or a.adapter_config.get("base_model_name_or_path")
     if not a.base_model_name_or_path:
         raise UserError(f"{config_path} names no base model; pass --base_model_name_or_path PATH.")
+    from utils.models import check_model_dir
+
+    check_model_dir(a.base_model_name_or_path,  # a model directory, hub id or GGUF file, checked before loading
+                    "--base_model_name_or_path" if given else f"The base model named in {config_path}")
     same = {os.path.abspath(a.base_model_name_or_path), os.path.abspath(a.model_name_or_path)}
     if os.path.abspath(a.output_dir) in same:
         raise UserError(f"--output_dir {a.output_dir!r} is the base or the adapter directory; write the merged model "

@@ -55,7 +55,12 @@ def looks_local(path: str) -> bool:
 
 def check_model_dir(path: str, what: str) -> None:
     """Check phase: a local model directory exists and holds a config and weights (nothing is read); a hub id is in
-    the local cache or the hub can be reached (check_hub_id)."""
+    the local cache or the hub can be reached (check_hub_id); a GGUF file is checked by utils/gguf.py."""
+    from utils import gguf
+
+    if gguf.is_gguf(path):
+        gguf.check(path, what)
+        return
     real = os.path.expanduser(path)
     if not os.path.exists(real):
         if looks_local(path):
@@ -105,12 +110,17 @@ def load_tokenizer(path: str, trust_remote_code: bool = False):
     """
     from transformers import AutoTokenizer
 
+    from utils import gguf
+
+    if gguf.is_gguf(path):  # the tokenizer and its chat template come from the file
+        gguf.check(path, "The tokenizer")
+    source, extra = gguf.source(path)
     real = os.path.expanduser(path)
     if os.path.isdir(real) and not any(os.path.isfile(os.path.join(real, f)) for f in TOKENIZER_FILES):
         raise UserError(f"{path!r} holds no tokenizer (none of {', '.join(TOKENIZER_FILES)}); expected the tokenizer "
                         "saved beside the model (tokenizer.save_pretrained(DIR)), or pass --tokenizer_name_or_path.")
     try:
-        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        tok = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, **extra)
     except Exception as e:  # OSError, ValueError, and whatever a broken tokenizer file raises in the fast tokenizer
         raise UserError(f"Could not load a tokenizer from {path!r}: {type(e).__name__}: {e}") from e
     if len(tok.get_vocab()) - len(set(tok.all_special_tokens)) < 2:
@@ -168,15 +178,18 @@ def load_model(path: str, tokenizer, *, head: str = "causal", dtype=None, load_i
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
+    from utils import gguf
+
+    source, extra = gguf.model_source(path, load_in_4bit=load_in_4bit)  # a GGUF file: dequantized as it loads
     dtype = torch.float32 if dtype is None else dtype
     if load_in_4bit and dtype == "auto":  # 4-bit needs a compute dtype; "as saved" has none to give
         dtype = resolve_dtype("auto")
-    kwargs = {"dtype": dtype, "trust_remote_code": trust_remote_code}
+    kwargs = {"dtype": dtype, "trust_remote_code": trust_remote_code, **extra}
     if load_in_4bit:
         kwargs["quantization_config"] = quantization_config(dtype)
     try:
         if head == "score":
-            model, info = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels,
+            model, info = AutoModelForSequenceClassification.from_pretrained(source, num_labels=num_labels,
                                                                              output_loading_info=True, **kwargs)
             missing = [k for k in info["missing_keys"] if k.split(".")[0] in ("score", "classifier")]
             if trained_head and missing:
@@ -184,7 +197,7 @@ def load_model(path: str, tokenizer, *, head: str = "causal", dtype=None, load_i
                                 "is not in its checkpoint, so its scores would be random. Expected a model trained "
                                 "with --rlhf_type Reward (a sequence-classification checkpoint), not a causal LM.")
         else:
-            model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except ValueError as e:
         if head == "score" and "Unrecognized configuration class" in str(e):
             raise UserError(
@@ -200,6 +213,7 @@ def load_model(path: str, tokenizer, *, head: str = "causal", dtype=None, load_i
     except Exception as e:  # OSError, and what truncated or corrupt weights raise (safetensors' own error type)
         raise UserError(f"Could not load the model at {path!r}: {type(e).__name__}: {e}; expected a complete "
                         "checkpoint (a truncated or corrupt weights file? save it again).") from e
+    gguf.loaded(model, path)
     if load_in_4bit:
         guard_bnb_cpu_inference(model)
         if head == "score":

@@ -54,7 +54,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     from utils.cli import check_paths
 
     check_paths({"model_name_or_path": a.model_name_or_path, "reward_model_path": a.reward_model_path,
-                 "output_dir": a.output_dir})
+                 "output_dir": a.output_dir, "load_in_4bit": a.load_in_4bit})
     generation.check_adapter_base(a.model_name_or_path, a.base_model_name_or_path, "--model_name_or_path",
                                   "Pass the base with --base_model_name_or_path PATH.")
     return a
