@@ -24,7 +24,7 @@ import os
 from utils.errors import UserError
 
 MAGIC = b"GGUF"
-# transformers 5.23 modeling_gguf_pytorch_utils.load_gguf_checkpoint renames these llama.cpp architectures.
+# llama.cpp's names of architectures transformers 5.23 knows by another (modeling_gguf_pytorch_utils.py renames them).
 _RENAMED = {"qwen2moe": "qwen2_moe", "qwen3moe": "qwen3_moe", "gpt-oss": "gpt_oss", "minimax-m2": "minimax_m2"}
 # Read from GGUF by transformers, but not causal LMs (encoder-decoders).
 _NOT_CAUSAL = {"t5", "umt5", "t5encoder"}
@@ -51,12 +51,13 @@ def split(path: str | os.PathLike) -> tuple[str, str]:
 
 
 def supported_architectures() -> list[str]:
-    """The causal-LM architectures transformers reads from GGUF, in its own names."""
+    """The causal-LM architectures transformers reads from GGUF, as llama.cpp names them (`general.architecture`)."""
     from transformers.integrations.ggml import GGUF_CONFIG_MAPPING
     from transformers.integrations.gguf.gguf_config_mapping import GGUF_CONFIG_ARCHS
 
-    names = (set(GGUF_CONFIG_MAPPING) - {"general", "tokenizer"}) | set(GGUF_CONFIG_ARCHS)
-    return sorted(names - _NOT_CAUSAL)
+    names = (set(GGUF_CONFIG_MAPPING) - {"general", "tokenizer"} - _NOT_CAUSAL) | set(GGUF_CONFIG_ARCHS)
+    llama_cpp = {new: old for old, new in _RENAMED.items()}
+    return sorted(llama_cpp.get(n, n) for n in names)
 
 
 def check(path: str, what: str, four_bit: str | None = None) -> str:
@@ -75,12 +76,19 @@ def check(path: str, what: str, four_bit: str | None = None) -> str:
                         "not installed in this Python environment; install it with `pip install 'gguf>=0.19,<0.20'` "
                         "(it is in requirements.txt), or pass a model directory written by save_pretrained.") from None
     stat = os.stat(real)
-    arch, name = _header(os.path.realpath(real), stat.st_size, stat.st_mtime_ns, what, path)
-    transformers_name = _RENAMED.get(arch, arch)
-    if arch == "llama" and "mistral" in name.lower():
-        transformers_name = "mistral"
+    arch, problem = _architecture(os.path.realpath(real), stat.st_size, stat.st_mtime_ns)
+    if problem == "magic":
+        with open(real, "rb") as f:
+            start = f.read(4)
+        raise UserError(f"{what} {path!r} is not a GGUF file: it does not start with the bytes 'GGUF' (it starts with "
+                        f"{start!r}); it is corrupt or another format. Download or copy it again, or pass a model "
+                        "directory written by save_pretrained.")
+    if problem:
+        raise UserError(f"{what} {path!r} ({stat.st_size:,} bytes) is not a complete GGUF file: {problem}. It is "
+                        "truncated (an interrupted download or copy?) or corrupt; download or copy it again and "
+                        "compare its size and checksum with the source's.")
     supported = supported_architectures()
-    if transformers_name not in supported and arch not in supported:
+    if arch not in supported:
         from transformers import __version__
 
         raise UserError(f"{what} {path!r} is a GGUF file of architecture {arch!r} (its general.architecture), which "
@@ -96,36 +104,25 @@ def check(path: str, what: str, four_bit: str | None = None) -> str:
 
 
 @functools.lru_cache(maxsize=None)
-def _header(real: str, size: int, mtime_ns: int, what: str, path: str) -> tuple[str, str]:
-    """(general.architecture, general.name) of a complete GGUF file; `size` and `mtime_ns` key the cache."""
+def _architecture(real: str, size: int, mtime_ns: int) -> tuple[str | None, str | None]:
+    """(general.architecture, None) of a complete GGUF file, else (None, what is wrong; "magic": not GGUF at all).
+    Read with gguf's own reader, as transformers reads the file; `size` and `mtime_ns` key the cache."""
     from gguf import GGUFReader
 
     with open(real, "rb") as f:
-        magic = f.read(4)
-    if magic != MAGIC:
-        raise UserError(f"{what} {path!r} is not a GGUF file: it does not start with the bytes 'GGUF' (it starts with "
-                        f"{magic!r}); it is corrupt or another format. Download or copy it again, or pass a model "
-                        "directory written by save_pretrained.")
-    incomplete = (f"{what} {path!r} ({size:,} bytes) is not a complete GGUF file: {{}}. It is truncated (an "
-                  "interrupted download or copy?) or corrupt; download or copy it again and compare its size and "
-                  "checksum with the source's.")
+        if f.read(4) != MAGIC:
+            return None, "magic"
     try:
         reader = GGUFReader(real)
         end = max((int(t.data_offset) + int(t.n_bytes) for t in reader.tensors), default=0)
-        arch = _field(reader, "general.architecture")
-        name = _field(reader, "general.name") or ""
+        field = reader.get_field("general.architecture")
     except Exception as e:  # numpy and struct errors: the header or the tensor table runs past the end of the file
-        raise UserError(incomplete.format(f"reading its header failed ({type(e).__name__}: {e})")) from None
+        return None, f"reading its header failed ({type(e).__name__}: {str(e).rstrip('.')})"
     if end > size:
-        raise UserError(incomplete.format(f"its tensor table says the weights end at byte {end:,}"))
-    if not arch:
-        raise UserError(incomplete.format("its metadata has no general.architecture"))
-    return arch, name
-
-
-def _field(reader, key: str) -> str | None:
-    field = reader.get_field(key)
-    return None if field is None else str(field.contents())
+        return None, f"its tensor table says the weights end at byte {end:,}"
+    if field is None:
+        return None, "its metadata has no general.architecture"
+    return str(field.contents()), None
 
 
 def source(path: str) -> tuple[str, dict]:
