@@ -21,6 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # rlhf_type -> (TRL config, TRL trainer, our config)
 TRL = {
+    "SFT": ("trl:SFTConfig", "trl:SFTTrainer", "rlhf_args.sft:SFTArgs"),
     "DPO": ("trl:DPOConfig", "trl:DPOTrainer", "rlhf_args.dpo:DPOArgs"),
     "KTO": ("trl:KTOConfig", "trl:KTOTrainer", "rlhf_args.kto:KTOArgs"),
     "Reward": ("trl:RewardConfig", "trl:RewardTrainer", "rlhf_args.reward:RewardArgs"),

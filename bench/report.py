@@ -126,6 +126,14 @@ def tables(runs: dict) -> str:
                            f"{ratio(rows, v, 'bare-trl', 'tokens_per_s')} | {ratio(rows, v, 'bare-trl', 'cpu_tokens_per_s')} | "
                            f"{med(rows, v, 'peak_rss_mb', '{:.0f}')} | {med(rows, v, 'above_base_mb', '{:.0f}')} | "
                            f"{ratio(rows, v, 'bare-trl', 'peak_rss_mb')} |")
+    online = [(k, rows) for k, rows in keyed if any("gen_share" in r for r in rows.values())]
+    if online:
+        out += ["", "### 5. Sampling share of online steps: wall time inside `generate` / step wall time (bench/timed.py)", "",
+                "| method | size | run | s/step | generate s/step | generate share of the step |", "|---|---|---|---|---|---|"]
+        for (method, size), rows in online:
+            for v in sorted({v for (v, _), r in rows.items() if "gen_share" in r}):
+                out.append(f"| {method} | {size} | {v} | {med(rows, v, 's_per_step')} | {med(rows, v, 'gen_s_per_step')} "
+                           f"| {med(rows, v, 'gen_share', '{:.0%}')} |")
     loads = sorted(r["load"] for rows in runs.values() for r in rows.values())
     if peaks:
         out += ["", f"fp32 matmul rate measured before each run (1 thread, 1024^3): {peaks[0]}-{top} GFLOP/s, median "

@@ -3,6 +3,8 @@
     .venv/bin/python bench/run_bench.py                 # both sizes, every method, 2 rounds (~25 min)
     .venv/bin/python bench/run_bench.py --quick         # 3.5M model, DPO + DPO-LoRA + PPO, 1 round
     .venv/bin/python bench/run_bench.py --methods DPO KTO --sizes 3.5M --rounds 3
+    .venv/bin/python bench/run_bench.py --sizes smollm2 --methods SFT-LoRA DPO-LoRA Reward-LoRA GRPO-LoRA PPO \
+        --steps 6 --warmup 2 --ppo_updates 2 --results bench/out/results-smollm2.jsonl   # the real 135M model
 
 Variants per method and size, run back to back in a rotating order (A B C, B C A, ...) so that drift of
 the machine (another job on the 2 cores) hits every variant alike:
@@ -19,7 +21,9 @@ step (policy tokens of the batch, prompt + completion(s), from the data), tokens
 this thread count, between runs. Model FLOPs per token = 6 x N + 12 x layers x hidden x T (PaLM, App. B:
 N = parameters that multiply, all but the input embedding; T = sequence length; forward + backward only,
 no credit for recomputation, reference or generation work). Online methods (RLOO, GRPO, PPO) spend most
-of a step sampling, so their MFU is a lower bound of little meaning.
+of a step sampling, so their MFU is a lower bound of little meaning. gen_share = the part of a step's wall time
+spent inside `generate` (bench/timed.py). At the real size ("smollm2") PPO runs LoRA with the Python reward of
+GRPO (critic: the policy's frozen weights with its own adapter) and has no TRL 1.11 counterpart.
 """
 
 from __future__ import annotations
@@ -63,18 +67,23 @@ def matmul_peak(threads: int, seconds: float = 1.5) -> float:
 def command(variant: str, method: str, size: str, steps: int, out: Path) -> list[str]:
     timed = [str(ROOT / "bench" / "timed.py"), str(out / "timing.json")]
     if variant.startswith("ppo"):
-        m = str(OUT / "models" / size)
+        m = jobs.model_path(size)
         n = PPO["updates"] + 1
+        data = str(jobs.data_dir(size) / "prompt.jsonl")
+        if size == jobs.REAL:
+            reward, mode = ["--reward_funcs", "bench/rewards.py:word_reward"], "lora"
+        else:
+            reward, mode = ["--reward_model_path", m + "-rm"], "full"
         if variant == "ppo-trl111":
             return [PY111, *timed, str(ROOT / "bench" / "ppo_trl111.py"), "--model", m, "--reward_model", m + "-rm",
                     "--data", str(OUT / "data" / "prompt.jsonl"), "--output_dir", str(out / "run"), "--updates",
                     str(n), "--response_length", str(jobs.COMPLETION_TOKENS), "--num_ppo_epochs", str(PPO["epochs"]),
                     "--gradient_checkpointing", "false"]
-        return [PY, *timed, str(ROOT / "main_train.py"), "--rlhf_type", "PPO", "--train_mode", "full",
-                "--model_name_or_path", m, "--reward_model_path", m + "-rm", "--train_data_path",
-                str(OUT / "data" / "prompt.jsonl"), "--output_dir", str(out / "run"), "--per_device_train_batch_size",
-                str(jobs.BATCH), "--max_steps", str(n * PPO["epochs"]), "--num_ppo_epochs", str(PPO["epochs"]),
-                "--max_new_tokens", str(jobs.COMPLETION_TOKENS), "--learning_rate", "1e-5", "--seed", "0",
+        return [PY, *timed, str(ROOT / "main_train.py"), "--rlhf_type", "PPO", "--train_mode", mode,
+                "--model_name_or_path", m, *reward, "--train_data_path", data, "--output_dir", str(out / "run"),
+                "--per_device_train_batch_size", str(jobs.BATCH), "--max_steps", str(n * PPO["epochs"]),
+                "--num_ppo_epochs", str(PPO["epochs"]), "--max_new_tokens", str(jobs.completion_tokens(size)),
+                "--learning_rate", "1e-5", "--seed", "0",
                 "--save_strategy", "no", "--disable_tqdm", "true", "--gradient_checkpointing", "false",
                 *variant.partition(":")[2].split()]  # "ppo-ours:FLAGS": an ablation
     flags = jobs.job_flags(method, size, steps, out / "run")
@@ -115,7 +124,7 @@ def run_one(variant, method, size, steps, warmup, peak, threads, round_) -> dict
     cpu = [b - a for a, b in zip(cpu_marks, cpu_marks[1:])][skip:]
     # Batch rows x tokens per row (RLOO / GRPO: 4 completions of one prompt; PPO: the rollout's 4 prompts, each
     # trained on num_ppo_epochs times: policy FLOPs only, the critic's are not counted).
-    tokens = jobs.BATCH * jobs.seq_tokens("RLOO" if variant.startswith("ppo") else method)
+    tokens = jobs.BATCH * jobs.seq_tokens("RLOO" if variant.startswith("ppo") else method, size)
     matmul, layers, hidden, _ = jobs.n_params(size)
     seq = tokens / jobs.BATCH / (2 if jobs.METHODS.get(method, ("",))[0] in ("preference", "reward") else 1)
     passes = PPO["epochs"] if variant.startswith("ppo") else 1
@@ -127,6 +136,11 @@ def run_one(variant, method, size, steps, warmup, peak, threads, round_) -> dict
                cpu_s_per_step=round(statistics.median(cpu), 4) if cpu else None,
                cpu_tokens_per_s=round(tokens / statistics.median(cpu), 1) if cpu else None,
                step_times=[round(x, 3) for x in times])
+    gen_marks = [0.0] + t.get("step_generate", [])[every - 1::every]
+    gen = [b - a for a, b in zip(gen_marks, gen_marks[1:])][skip:]
+    if gen and any(gen):
+        row.update(gen_s_per_step=round(statistics.median(gen), 4),
+                   gen_share=round(statistics.median([g / x for g, x in zip(gen, times)]), 4))
     return row
 
 
@@ -142,21 +156,24 @@ def main() -> int:
     # core is taken (steps 3-15x slower, erratic); one thread measures the same code steadily.
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--first_round", type=int, default=0, help="number of the first round (to add rounds later)")
+    p.add_argument("--ppo_updates", type=int, default=PPO["updates"], help="PPO rollouts timed (after 1 warm-up)")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--results", default=str(OUT / "results.jsonl"))
     a = p.parse_args()
     if a.quick:
         a.methods, a.sizes, a.rounds = ["DPO", "DPO-LoRA", "PPO"], ["3.5M"], 1
-    jobs.build()
+    PPO["updates"] = a.ppo_updates
+    jobs.build(sizes=a.sizes)
     has111 = os.path.exists(PY111)
     if "PPO" in a.methods and not has111:
-        print("bench/.venv-trl111 missing (bash bench/setup_trl111.sh): PPO skipped", file=sys.stderr)
+        print("bench/.venv-trl111 missing (bash bench/setup_trl111.sh): PPO vs TRL 1.11 skipped", file=sys.stderr)
     plan = []
     for size in a.sizes:
         for method in a.methods:
             if method == "PPO":
-                if has111:
-                    plan.append((method, size, ["ppo-ours", "ppo-trl111"] + [v for v in a.variants if v.startswith("ppo")]))
+                base = ["ppo-ours"] + (["ppo-trl111"] if has111 and size != jobs.REAL else [])
+                if len(base) > 1 or size == jobs.REAL:
+                    plan.append((method, size, base + [v for v in a.variants if v.startswith("ppo")]))
             else:
                 plan.append((method, size, list(a.variants)))
     with open(a.results, "a") as f:

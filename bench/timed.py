@@ -6,7 +6,9 @@ are measured by exactly the same code.
 The instrument is a TrainerCallback added to every `transformers` CallbackHandler as it is built (patched
 here, not in the script: TRL 1.11's PPOTrainer builds its handler without Trainer.__init__, so patching
 the handler reaches every trainer). It records wall-clock times of train begin and of every step end and,
-at exit, the process's peak RSS; nothing else runs inside the timed loop. Under `accelerate launch` every
+at exit, the process's peak RSS; inside the loop it only sums the wall time spent in `generate`
+(transformers' GenerationMixin.generate, outermost call only), read at every step end: the sampling share
+of an online method's step. Under `accelerate launch` every
 rank writes OUT.json.rankN.
 """
 
@@ -32,6 +34,8 @@ class _Record:
     base_rss_mb: float | None = None
     cpu_begin: float | None = None
     step_cpu: list[float] = []
+    generate_s: float = 0.0  # wall seconds inside generate() so far
+    step_generate: list[float] = []  # generate_s at every step end
 
 
 def _patch(trainer_callback) -> None:
@@ -44,6 +48,7 @@ def _patch(trainer_callback) -> None:
             _Record.step_ends.append(time.time())
             _Record.step_cpu.append(time.process_time())  # CPU seconds of this process: blind to other jobs' load
             _Record.steps.append(state.global_step)
+            _Record.step_generate.append(_Record.generate_s)
 
     handler = trainer_callback.CallbackHandler
     original = handler.__init__
@@ -54,20 +59,48 @@ def _patch(trainer_callback) -> None:
     handler.__init__ = patched
 
 
+def _patch_generate(generation_utils) -> None:
+    mixin = generation_utils.GenerationMixin
+    original, depth = mixin.generate, [0]
+
+    def generate(self, *args, **kwargs):
+        depth[0] += 1
+        start = time.time()
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            depth[0] -= 1
+            if depth[0] == 0:
+                _Record.generate_s += time.time() - start
+
+    mixin.generate = generate
+
+
+PATCHES = {"transformers.trainer_callback": _patch, "transformers.generation.utils": _patch_generate}
+
+
 class _PatchOnImport(importlib.abc.MetaPathFinder):
     """Patches `transformers.trainer_callback` when the script imports it: importing it here would import peft
     and bitsandbytes into runs that never would (utils.imports.hide_unused_bitsandbytes), i.e. measure our imports."""
 
+    def __init__(self):
+        self.todo = dict(PATCHES)
+
     def find_spec(self, name, path, target=None):
-        if name != "transformers.trainer_callback":
+        if name not in self.todo:
             return None
+        patch = self.todo.pop(name)
         sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(name)
+        try:
+            spec = importlib.util.find_spec(name)
+        finally:
+            if self.todo:
+                sys.meta_path.insert(0, self)
         exec_module = spec.loader.exec_module
 
         def exec_and_patch(module):
             exec_module(module)
-            _patch(module)
+            patch(module)
 
         spec.loader.exec_module = exec_and_patch
         return spec
@@ -81,7 +114,11 @@ def _install() -> None:
     # peak - base is what the models, optimizer, activations and data cost.
     with open("/proc/self/statm") as f:
         _Record.base_rss_mb = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
-    sys.meta_path.insert(0, _PatchOnImport())
+    finder = _PatchOnImport()
+    for name in list(finder.todo):  # already imported (not expected): patch it now
+        if name in sys.modules:
+            finder.todo.pop(name)(sys.modules[name])
+    sys.meta_path.insert(0, finder)
 
 
 def _write(path: str) -> None:
@@ -92,6 +129,7 @@ def _write(path: str) -> None:
     with open(path, "w") as f:
         json.dump({"t_import": T_IMPORT, "train_begin": _Record.train_begin, "step_ends": _Record.step_ends,
                    "steps": _Record.steps, "cpu_begin": _Record.cpu_begin, "step_cpu": _Record.step_cpu,
+                   "step_generate": _Record.step_generate,
                    "t_exit": time.time(), "peak_rss_mb": peak_kb / 1024,
                    "base_rss_mb": _Record.base_rss_mb}, f)
 
