@@ -185,6 +185,7 @@ def check_phase(argv: list[str]):
 
 # ------------------------------------------------------------------------------------- build phase
 def build_trainer(method, common, config, tokenizer, train, evals, callbacks, needs: Needs | None = None):
+    from utils import gguf
     from utils.distributed import shared_datasets
     from utils.models import has_experts, load_model, lora_config, resolve_dtype
 
@@ -215,7 +216,8 @@ def build_trainer(method, common, config, tokenizer, train, evals, callbacks, ne
     try:
         trainer = method.trainer()(**kwargs)
     except ValueError as e:  # TRL validates option combinations when the trainer is built
-        raise UserError(f"{method.name} trainer refused the configuration: {e}") from e
+        raise UserError(f"{method.name} trainer refused the configuration: {e}"
+                        f"{gguf.trainer_hint(common.model_name_or_path, common.train_mode == 'full')}") from e
     if hasattr(trainer.train_dataset, "__len__") and len(trainer.train_dataset) == 0:
         raise UserError(f"{method.name} dropped every training row while preparing the data (each one longer than "
                         f"--max_length {getattr(config, 'max_length', None)} where it counts, or with nothing left to "

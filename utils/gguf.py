@@ -148,16 +148,29 @@ def model_source(path: str, what: str = "the model", load_in_4bit: bool = False)
 
 
 def loaded(model, path: str):
-    """The loaded model names the GGUF file as where it came from (not its folder): an adapter trained on it records
-    the file as its base (adapter_config.json, from `model.name_or_path`), so merge and evaluation find it."""
+    """The loaded model names the GGUF file as where it came from (`model.name_or_path`): an adapter trained on it
+    records the file as its base (adapter_config.json), so merge and evaluation find it. `config._name_or_path`
+    stays the file's folder, as transformers set it (see `trainer_hint`)."""
     if not is_gguf(path):
         return model
     import re
     import warnings
 
-    model.name_or_path = model.config.name_or_path = path
+    model.name_or_path = path
     # peft 0.21 looks for the base's config.json beside it when saving an adapter, to see whether the vocabulary
     # grew; a GGUF file has none, and it warns on every save. The embeddings are only resized for a tokenizer
     # without EOS or UNK to pad with, which GGUF tokenizers always have.
     warnings.filterwarnings("ignore", message=f"Could not find a config file in {re.escape(path)} ")
     return model
+
+
+def trainer_hint(path: str, full: bool) -> str:
+    """What to add when a TRL trainer refuses a GGUF policy: in full mode, TRL 1.16 trainers that keep a frozen copy
+    of the start model (RLOO; GRPO with beta > 0; DPO / KTO with --precompute_ref_log_probs false) build it with
+    AutoConfig.from_pretrained(model.config._name_or_path), which takes no `gguf_file` (trl/trainer/utils.py,
+    create_model_from_path), so they cannot read it from the file."""
+    if not (full and is_gguf(path)):
+        return ""
+    return (f" The policy is the GGUF file {path!r} in --train_mode full: a TRL trainer that builds its own frozen "
+            "reference copy reads it from a model directory and cannot from a GGUF file; use --train_mode lora (the "
+            "reference is then the policy with its adapter switched off).")
