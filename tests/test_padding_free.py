@@ -1,4 +1,4 @@
-"""padding_free (utils/padding_free.py): one packed row per batch gives the padded run's loss, metrics and gradients
+"""padding_free (utils/padding_free.py): packed rows give the padded run's loss, metrics and gradients
 (fp32, sdpa) on rows of clearly different lengths, full and LoRA; and a CLI run trains with it."""
 
 from __future__ import annotations
@@ -23,10 +23,13 @@ def _text(rng, lo, hi):
 
 
 def _pairs(n=8, seed=0):
-    """Prompts of 1 to 30 words, answers of 1 to 40: the batch's rows differ several times over in length."""
+    """Prompts of 1 to 30 words, answers of 1 to 4 or 25 to 40: the batch's rows differ several times over in length."""
     rng = random.Random(seed)
-    return [{"prompt": _text(rng, 1, 30) + " ", "chosen": _text(rng, 1, 40), "rejected": _text(rng, 1, 40)}
-            for _ in range(n)]
+
+    def answer():
+        return _text(rng, *rng.choice([(1, 4), (25, 40)]))
+
+    return [{"prompt": _text(rng, 1, 30) + " ", "chosen": answer(), "rejected": answer()} for _ in range(n)]
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +111,8 @@ def test_dpo_padding_free_equals_padded(mode, precompute, tiny, tmp_path):
     from utils.padding_free import PaddingFreeDPOTrainer
 
     padded, free, batch = _pair_of_trainers(DPOTrainer, PaddingFreeDPOTrainer, DPOConfig, tiny, tmp_path, mode,
-                                            ref=mode == "full" and not precompute, precompute_ref_log_probs=precompute, max_length=None)
+                                            ref=mode == "full" and not precompute, precompute_ref_log_probs=precompute,
+                                            max_length=None)
     assert free._pf_on and free.args.padding_free
     if precompute:  # the reference pass ran packed, in __init__
         for key in ("ref_chosen_logps", "ref_rejected_logps"):
@@ -121,8 +125,10 @@ def test_dpo_padding_free_equals_padded(mode, precompute, tiny, tmp_path):
     result = _step(free, batch)
     hook.remove()
     _compare(_step(padded, batch), result)
-    lengths = batch["attention_mask"].sum(1)
-    assert calls[0] == (1, int(lengths.sum())) and lengths.max() > 2 * lengths.min()  # one row, no padding
+    lengths, (rows, width) = batch["attention_mask"].sum(1), calls[0]
+    assert lengths.max() > 2 * lengths.min()
+    # fewer rows, none longer than the padded ones, little filling left
+    assert rows < len(lengths) and width <= batch["input_ids"].size(1) and rows * width < batch["input_ids"].numel()
     assert result[1]["rewards/margins"] != 0
 
 

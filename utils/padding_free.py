@@ -1,22 +1,23 @@
-"""Padding-free training on any attention implementation (sdpa, eager, flash): no compute on padding.
+"""Padding-free training on any attention implementation (sdpa, eager, flash): (almost) no compute on padding.
 
 transformers 5.23 turns position ids that restart at 0 inside one row into a block-diagonal causal mask when no
-attention mask is given (`masking_utils.find_packed_sequence_indices`, for sdpa and eager too). So the sequences of a
-batch laid end to end in one row [1, sum of lengths], each with positions 0, 1, ..., give the padded batch's logits,
-and nothing is computed on padding.
+attention mask is given (`masking_utils.find_packed_sequence_indices`, for sdpa and eager too). So sequences laid end
+to end in a row, each with positions 0, 1, ..., give the padded batch's logits without computing on padding.
 
 - DPO: TRL 1.16 ignores `padding_free` (it warns that it is "temporarily unavailable" and pads). CPO / SimPO / ORPO
   (trl.experimental) have no such option; our args add it. These trainers call the model on a padded [2B, L] batch
   (chosen rows, then rejected rows). While their loss runs, `PaddingFree` hooks the model: the call is packed into
-  one row (with the next-token labels pre-shifted within each sequence, for TRL's fused LM head), and every per-token
-  output is scattered back to the padded shape (zeros on padding), so TRL's loss code runs unchanged. Same loss,
-  rewards and log-probs; only CPO / ORPO's `logits/*` metrics (a mean over every position, padding included) differ.
+  as few rows as fit (`pack`: with the next-token labels pre-shifted within each sequence, for TRL's fused LM head),
+  and every per-token output is scattered back to the padded shape (zeros on padding), so TRL's loss code runs
+  unchanged. Same loss, rewards and log-probs; only CPO / ORPO's `logits/*` metrics (a mean over every position,
+  padding included) differ.
   The hooks sit on the causal LM itself (under a PEFT wrapper, DDP or a DeepSpeed engine), so LoRA, the reference
   forward and `precompute_ref_log_probs` are packed too.
-- SFT: TRL's own collator flattens the batch (`padding_free=True`) and transformers masks it as above, so sdpa works
-  as it is. TRL 1.16 refuses `padding_free` next to a `max_length` ("max_length is not enforced", a guard from
-  trl#5359, when it stopped truncating rows); 1.16 truncates every row in `_prepare_dataset` again, so
-  `PaddingFreeSFTTrainer` lets the pair through and keeps the truncation.
+- SFT: TRL's own collator flattens the batch into one row (`padding_free=True`) and transformers masks it as above,
+  so sdpa works as it is (one row: its attention costs (sum of lengths)^2, see `pack`). TRL 1.16 refuses
+  `padding_free` next to a `max_length` ("max_length is not enforced", a guard from trl#5359, when it stopped
+  truncating rows); 1.16 truncates every row in `_prepare_dataset` again, so `PaddingFreeSFTTrainer` lets the pair
+  through and keeps the truncation.
 """
 
 from __future__ import annotations
@@ -31,42 +32,82 @@ from trl.experimental.cpo import CPOTrainer
 from trl.experimental.orpo import ORPOTrainer
 
 
+def fill_rows(lengths: list[int], width: int) -> list[list[int]]:
+    """First-fit decreasing: the sequences (indices into `lengths`) of each packed row, at most `width` tokens a row."""
+    rows, room = [], []
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        r = next((r for r, free in enumerate(room) if lengths[i] <= free), None)
+        if r is None:
+            rows.append([])
+            room.append(width)
+            r = len(rows) - 1
+        rows[r].append(i)
+        room[r] -= lengths[i]
+    return rows
+
+
 def pack(args: tuple, kwargs: dict):
-    """A padded causal-LM call -> (args, kwargs) of the same call on one packed row, and the padding mask needed to
-    unpack its outputs (with whether the labels were pre-shifted). None when the call is not one to pack."""
+    """A padded causal-LM call -> (args, kwargs) of the same call on packed rows, and what unpacking its outputs
+    needs. None when the call is not one to pack, or packing saves nothing.
+
+    Rows are filled first-fit decreasing up to the padded length: one row holding the whole batch would remove all
+    padding, but sdpa and eager attention then cost (sum of lengths)^2 instead of rows x length^2, which loses from
+    about 4 rows on (bench/RESULTS.md); this way attention never costs more than padded and little padding is left."""
     mask = kwargs.get("attention_mask")
     ids = args[0] if args else kwargs.get("input_ids")
     if (mask is None or ids is None or mask.dim() != 2 or any(
             kwargs.get(k) is not None for k in ("position_ids", "inputs_embeds", "past_key_values", "shift_labels"))):
         return None  # already packed, prompt-learning PEFT (embeddings), generation: left as they are
+    if kwargs.get("labels") is not None and not kwargs.get("fused_lm_head"):
+        return None  # the model's own loss would shift labels across sequence boundaries
     mask = mask.bool()
-    kwargs = dict(kwargs, attention_mask=None, position_ids=(mask.cumsum(1) - 1)[mask][None])
+    lengths = mask.sum(1).tolist()
+    rows = fill_rows(lengths, mask.size(1))
+    if len(rows) == mask.size(0):
+        return None
+    width = max(sum(lengths[i] for i in row) for row in rows)
+    # dst: flat index of each real token in the padded batch; src: where it goes in the packed [rows, width] batch
+    real = mask.flatten().nonzero().squeeze(1).split(lengths)
+    dst, src, pos = [], [], torch.arange(width, device=mask.device).repeat(len(rows))
+    for r, row in enumerate(rows):
+        offset = r * width
+        for i in row:
+            dst.append(real[i])
+            src.append(torch.arange(offset, offset + lengths[i], device=mask.device))
+            pos[src[-1]] = torch.arange(lengths[i], device=mask.device)  # positions restart: one sequence each
+            offset += lengths[i]
+    dst, src = torch.cat(dst), torch.cat(src)
+    packed = ids.new_zeros(len(rows) * width)
+    packed[src] = ids.flatten()[dst]
+    packed = packed.view(len(rows), width)
+    kwargs = dict(kwargs, attention_mask=None, position_ids=pos.view(len(rows), width))
     shifted = kwargs.get("labels") is not None
     if shifted:
-        if not kwargs.get("fused_lm_head"):
-            return None  # the model's own loss would shift labels across sequence boundaries
         # TRL's fused LM head scores `shift_labels` as given: each token's next label within its own sequence,
-        # -100 on the last token of each (the next one in the row belongs to another sequence).
+        # -100 on the last token of each (the next one in the row belongs to another sequence) and on the filling.
         next_real = F.pad(mask[:, 1:], (0, 1))
         next_labels = F.pad(kwargs.pop("labels")[:, 1:], (0, 1), value=-100).masked_fill(~next_real, -100)
-        kwargs["shift_labels"] = next_labels[mask][None]
+        shift_labels = next_labels.new_full((len(rows) * width,), -100)
+        shift_labels[src] = next_labels.flatten()[dst]
+        kwargs["shift_labels"] = shift_labels.view(len(rows), width)
     if args:
-        args = (ids[mask][None], *args[1:])
+        args = (packed, *args[1:])
     else:
-        kwargs["input_ids"] = ids[mask][None]
-    return args, kwargs, (mask, shifted)
+        kwargs["input_ids"] = packed
+    return args, kwargs, (mask.shape, tuple(packed.shape), src, dst, shifted)
 
 
 def unpack(output, state):
-    """Per-token outputs of the packed row [1, N, ...] -> the padded shape [B, L, ...] (zeros on padding);
+    """Per-token outputs of the packed rows [rows, width, ...] -> the padded shape [B, L, ...] (zeros on padding);
     [B, L - 1, ...] for pre-shifted labels, the shape the unshifted call returns."""
-    mask, shifted = state
-    n = int(mask.sum())
+    padded_shape, packed_shape, src, dst, shifted = state
     for key in list(output.keys()):
         value = output[key]
-        if torch.is_tensor(value) and value.dim() >= 2 and tuple(value.shape[:2]) == (1, n):
-            full = value.new_zeros(*mask.shape, *value.shape[2:])
-            full[mask] = value[0]
+        if torch.is_tensor(value) and value.dim() >= 2 and tuple(value.shape[:2]) == packed_shape:
+            rest = value.shape[2:]
+            full = value.new_zeros(padded_shape.numel(), *rest)
+            full[dst] = value.reshape(-1, *rest)[src]
+            full = full.view(*padded_shape, *rest)
             output[key] = full[:, :-1] if shifted else full
     return output
 

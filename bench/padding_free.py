@@ -1,0 +1,144 @@
+"""Padded vs padding-free (utils/padding_free.py): seconds per training step on length-varied rows.
+
+    OMP_NUM_THREADS=1 python bench/padding_free.py --method dpo --model real --batch 2 --steps 3
+
+Rows: prompts and answers of 20 to 400 words (uniform; about one token each), random common words. The two trainers
+are built with our args classes (our defaults: DPO precomputes the reference log-probs), hold the same weights and
+get the same batches; their steps alternate (the padded one first on even steps), after one warm-up step each. A
+step is `Trainer.training_step` (forward + backward, no optimizer step, which is the same in both). `--model real` is
+SmolLM2-135M-Instruct (tests/real_model.py), `--model tiny` a random Qwen2 (hidden 256, 4 layers, vocabulary 512).
+Prints one markdown table row per step and a summary line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+WORDS = ("the of and to in is you that it he was for on are as with his they at be this have from or one had by "
+         "word but not what all were we when your can said there use an each which she do how their if will up other "
+         "about out many then them these so some her would make like him into time has look two more write go see "
+         "number no way could people my than first water been call who oil its now find long down day did get come "
+         "made may part").split()
+
+
+def rows(n: int, seed: int = 0) -> list[dict]:
+    rng = random.Random(seed)
+
+    def text(lo=20, hi=400):
+        return " ".join(rng.choice(WORDS) for _ in range(rng.randint(lo, hi)))
+
+    return [{"prompt": text() + " ", "chosen": text(), "rejected": text()} for _ in range(n)]
+
+
+def load(model: str):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if model == "real":
+        from real_model import hf_dir
+
+        path = hf_dir()
+        return AutoTokenizer.from_pretrained(path), AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    from utils.tiny_model import build_model, build_tokenizer
+
+    tok = build_tokenizer()
+    return tok, build_model(tok, hidden_size=256, num_layers=4)
+
+
+def trainers(method: str, tok, model, data, batch: int, out: str):
+    import copy
+
+    from datasets import Dataset
+
+    from utils import padding_free as pf
+
+    if method == "dpo":
+        from trl import DPOTrainer
+
+        from rlhf_args.dpo import DPOArgs as Args
+        classes = (DPOTrainer, pf.PaddingFreeDPOTrainer)
+    elif method == "sft":
+        from trl import SFTTrainer
+
+        from rlhf_args.sft import SFTArgs as Args
+        classes = (SFTTrainer, pf.PaddingFreeSFTTrainer)
+        data = [{"prompt": r["prompt"], "completion": r["chosen"]} for r in data]
+    else:
+        from trl.experimental.cpo import CPOTrainer
+
+        from rlhf_args.cpo import CPOArgs as Args
+        classes = (CPOTrainer, pf.PaddingFreeCPOTrainer)
+    built = []
+    for cls, padding_free in zip(classes, (False, True)):
+        args = Args(output_dir=f"{out}/{padding_free}", per_device_train_batch_size=batch, padding_free=padding_free,
+                    max_length=1024, disable_tqdm=True, seed=0)
+        if method == "sft":
+            args.assistant_only_loss = False  # prompt + completion rows: TRL masks the prompt itself
+        built.append(cls(model=copy.deepcopy(model), processing_class=tok, train_dataset=Dataset.from_list(data),
+                         args=args))
+    return built
+
+
+def tokens(batch) -> tuple[int, int]:
+    """Real and padded token counts of what the padded trainer runs (CPO concatenates chosen and rejected rows)."""
+    if "attention_mask" in batch:
+        return int(batch["attention_mask"].sum()), batch["input_ids"].numel()
+    chosen, rejected = batch["chosen_attention_mask"], batch["rejected_attention_mask"]
+    return int(chosen.sum() + rejected.sum()), 2 * chosen.size(0) * max(chosen.size(1), rejected.size(1))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--method", choices=["dpo", "sft", "cpo"], default="dpo")
+    p.add_argument("--model", choices=["real", "tiny"], default="real")
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--steps", type=int, default=3)
+    a = p.parse_args(argv)
+    import torch
+
+    tok, model = load(a.model)
+    n_batches = a.steps + 1
+    with tempfile.TemporaryDirectory() as out:
+        padded, free = trainers(a.method, tok, model, rows(a.batch * n_batches), a.batch, out)
+        times = {"padded": [], "padding-free": []}
+        print("| step | real tokens | padded tokens | padded s | padding-free s | ratio |\n|---|---|---|---|---|---|")
+        for step in range(n_batches):
+            examples = [padded.train_dataset[i] for i in range(step * a.batch, (step + 1) * a.batch)]
+            batch = padded.data_collator(examples)
+            batch_free = free.data_collator(examples)
+            real, padded_tokens = tokens(batch)
+            order = [("padded", padded, batch), ("padding-free", free, batch_free)]
+            step_times = {}
+            for name, trainer, inputs in (order if step % 2 == 0 else order[::-1]):
+                trainer.model.train()
+                trainer.current_gradient_accumulation_steps = 1  # set by train(), which is not run here
+                torch.manual_seed(0)
+                t0 = time.perf_counter()
+                trainer.training_step(trainer.model, inputs)
+                step_times[name] = time.perf_counter() - t0
+                trainer.model.zero_grad(set_to_none=True)
+            if step == 0:
+                continue  # warm-up
+            for name, t in step_times.items():
+                times[name].append(t)
+            ratio = step_times["padded"] / step_times["padding-free"]
+            print(f"| {step} | {real} | {padded_tokens} | {step_times['padded']:.2f} | "
+                  f"{step_times['padding-free']:.2f} | {ratio:.2f}x |", flush=True)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"\n{a.method} {a.model} batch {a.batch}: median s/step padded {med['padded']:.2f}, padding-free "
+          f"{med['padding-free']:.2f}, speed-up {med['padded'] / med['padding-free']:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
