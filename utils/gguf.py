@@ -11,9 +11,11 @@ nothing asks for 4-bit loading, which transformers 5.23 refuses to combine with 
 Build phase (`model_source`): the weights are dequantized to the requested dtype as they load
 (`GgufConfig(dequantize=True)`), so the model comes out as an ordinary model: transformers itself then drops its
 quantizer marks (`hf_quantizer`, `is_quantized`, `quantization_method`, `config.quantization_config`). Otherwise
-`save_pretrained` refuses the model ("quantized with gguf and is not serializable") and TRL treats it as a QLoRA
-base (adapters cast to bf16). This costs nothing over a plain GGUF load; rebuilding the model with `from_config`
-+ `load_state_dict` instead took 2.6 s and 380 MB more for a 135M model.
+`save_pretrained` refuses the model ("quantized with gguf and is not serializable": merge, full fine-tuning), the
+HF Trainer refuses to fine-tune it in full ("purely quantized models"), and peft sees `is_quantized`. (TRL 1.16's
+bf16 cast of adapters looks at `is_loaded_in_4bit/8bit`, which a GGUF model never has.) This costs nothing over a
+plain GGUF load; rebuilding the model with `from_config` + `load_state_dict` instead took 2.6 s and 380 MB more
+for a 135M model.
 """
 
 from __future__ import annotations
