@@ -2,8 +2,10 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/profile_step.py wrapper DPO 0.2M
     OMP_NUM_THREADS=1 .venv/bin/python bench/profile_step.py bare DPO 0.2M
+    OMP_NUM_THREADS=1 .venv/bin/python bench/profile_step.py wrapper DPO-LoRA smollm2 1 3   # steps 2-3 only
+    OMP_NUM_THREADS=1 .venv/bin/python bench/profile_step.py trl DPO-LoRA smollm2 1 3       # bare, TRL's defaults
 
-Runs the job of bench/jobs.py for 20 steps, profiles steps 6-15, prints the step times and the top operators
+Runs the job of bench/jobs.py for 20 steps (or LAST), profiles steps 6-15 (or FIRST+1 to LAST), prints the step times and the top operators
 by self CPU time, and writes every operator's call count and self CPU time to
 bench/out/profile/<script>-<method>-<size>.json: two scripts doing the same work have the same call counts.
 """
@@ -24,13 +26,16 @@ FIRST, LAST = 5, 15  # profiled: the steps after global step FIRST up to LAST
 
 
 def main() -> None:
+    global FIRST, LAST
     script, method, size = sys.argv[1:4]
+    if len(sys.argv) > 5:
+        FIRST, LAST = int(sys.argv[4]), int(sys.argv[5])
     import torch
     from torch.profiler import ProfilerActivity, profile
     from transformers.trainer_callback import CallbackHandler, TrainerCallback
 
     torch.set_num_threads(1)
-    jobs.build()
+    jobs.build(sizes=[size])
     marks, prof = [], profile(activities=[ProfilerActivity.CPU])
 
     class Profiled(TrainerCallback):
@@ -45,9 +50,9 @@ def main() -> None:
 
     original = CallbackHandler.__init__
     CallbackHandler.__init__ = lambda self, cbs, *a, **k: original(self, list(cbs or []) + [Profiled()], *a, **k)
-    flags = jobs.job_flags(method, size, 20, OUT / "profile" / f"run-{script}")
-    if script == "bare":
-        sys.argv = ["bare_trl.py", "--defaults", "ours", *flags]
+    flags = jobs.job_flags(method, size, LAST if len(sys.argv) > 5 else 20, OUT / "profile" / f"run-{script}")
+    if script in ("bare", "trl"):  # bare: TRL with our values; trl: TRL's own defaults
+        sys.argv = ["bare_trl.py", "--defaults", "trl" if script == "trl" else "ours", *flags]
         runpy.run_path(str(ROOT / "bench" / "bare_trl.py"), run_name="__main__")
     else:
         sys.path.insert(0, str(ROOT))
@@ -59,6 +64,7 @@ def main() -> None:
     print(averages.table(sort_by="self_cpu_time_total", row_limit=20))
     ops = {e.key: {"calls": e.count, "self_cpu_ms": round(e.self_cpu_time_total / 1e3, 2)} for e in averages}
     path = OUT / "profile" / f"{script}-{method}-{size}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(ops, indent=1, sort_keys=True))
     print(f"self CPU {sum(o['self_cpu_ms'] for o in ops.values()) / 1e3:.3f} s over steps {FIRST + 1}-{LAST}; {path}")
 

@@ -141,6 +141,11 @@ def run_one(variant, method, size, steps, warmup, peak, threads, round_) -> dict
     if gen and any(gen):
         row.update(gen_s_per_step=round(statistics.median(gen), 4),
                    gen_share=round(statistics.median([g / x for g, x in zip(gen, times)]), 4))
+        gen_cpu_marks = [0.0] + t.get("step_generate_cpu", [])[every - 1::every]
+        gen_cpu = [b - a for a, b in zip(gen_cpu_marks, gen_cpu_marks[1:])][skip:]
+        if gen_cpu and cpu:
+            row.update(gen_cpu_s_per_step=round(statistics.median(gen_cpu), 4),
+                       gen_cpu_share=round(statistics.median([g / x for g, x in zip(gen_cpu, cpu)]), 4))
     return row
 
 

@@ -35,7 +35,9 @@ class _Record:
     cpu_begin: float | None = None
     step_cpu: list[float] = []
     generate_s: float = 0.0  # wall seconds inside generate() so far
+    generate_cpu: float = 0.0  # CPU seconds of this process inside generate() so far
     step_generate: list[float] = []  # generate_s at every step end
+    step_generate_cpu: list[float] = []
 
 
 def _patch(trainer_callback) -> None:
@@ -49,6 +51,7 @@ def _patch(trainer_callback) -> None:
             _Record.step_cpu.append(time.process_time())  # CPU seconds of this process: blind to other jobs' load
             _Record.steps.append(state.global_step)
             _Record.step_generate.append(_Record.generate_s)
+            _Record.step_generate_cpu.append(_Record.generate_cpu)
 
     handler = trainer_callback.CallbackHandler
     original = handler.__init__
@@ -65,13 +68,14 @@ def _patch_generate(generation_utils) -> None:
 
     def generate(self, *args, **kwargs):
         depth[0] += 1
-        start = time.time()
+        start, cpu = time.time(), time.process_time()
         try:
             return original(self, *args, **kwargs)
         finally:
             depth[0] -= 1
             if depth[0] == 0:
                 _Record.generate_s += time.time() - start
+                _Record.generate_cpu += time.process_time() - cpu
 
     mixin.generate = generate
 
@@ -129,7 +133,7 @@ def _write(path: str) -> None:
     with open(path, "w") as f:
         json.dump({"t_import": T_IMPORT, "train_begin": _Record.train_begin, "step_ends": _Record.step_ends,
                    "steps": _Record.steps, "cpu_begin": _Record.cpu_begin, "step_cpu": _Record.step_cpu,
-                   "step_generate": _Record.step_generate,
+                   "step_generate": _Record.step_generate, "step_generate_cpu": _Record.step_generate_cpu,
                    "t_exit": time.time(), "peak_rss_mb": peak_kb / 1024,
                    "base_rss_mb": _Record.base_rss_mb}, f)
 
