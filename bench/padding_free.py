@@ -1,13 +1,14 @@
 """Padded vs padding-free (utils/padding_free.py): seconds per training step on length-varied rows.
 
-    OMP_NUM_THREADS=1 python bench/padding_free.py --method dpo --model real --batch 2 --steps 3
+    OMP_NUM_THREADS=1 python bench/padding_free.py --method dpo --model real --batch 2 --steps 4
 
 Rows: prompts and answers of 20 to 400 words (uniform; about one token each), random common words. The two trainers
 are built with our args classes (our defaults: DPO precomputes the reference log-probs), hold the same weights and
 get the same batches; their steps alternate (the padded one first on even steps), after one warm-up step each. A
-step is `Trainer.training_step` (forward + backward, no optimizer step, which is the same in both). `--model real` is
-SmolLM2-135M-Instruct (tests/real_model.py), `--model tiny` a random Qwen2 (hidden 256, 4 layers, vocabulary 512).
-Prints one markdown table row per step and a summary line.
+step is `Trainer.training_step` (forward + backward, no optimizer step, which is the same in both); wall and CPU
+time (one thread: CPU time is what the step costs, less exposed to other processes on a shared machine).
+`--model real` is SmolLM2-135M-Instruct (tests/real_model.py), `--model tiny` a random Qwen2 (hidden 256, 4 layers,
+vocabulary 512). Prints one markdown table row per step and summary lines.
 """
 
 from __future__ import annotations
@@ -111,32 +112,40 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as out:
         padded, free = trainers(a.method, tok, model, rows(a.batch * n_batches), a.batch, out)
         times = {"padded": [], "padding-free": []}
-        print("| step | real tokens | padded tokens | padded s | padding-free s | ratio |\n|---|---|---|---|---|---|")
+        cpu = {"padded": [], "padding-free": []}
+        print("| step | real tokens | padded tokens | padded s (CPU s) | padding-free s (CPU s) | ratio (CPU) |\n"
+              "|---|---|---|---|---|---|")
         for step in range(n_batches):
             examples = [padded.train_dataset[i] for i in range(step * a.batch, (step + 1) * a.batch)]
             batch = padded.data_collator(examples)
             batch_free = free.data_collator(examples)
             real, padded_tokens = tokens(batch)
             order = [("padded", padded, batch), ("padding-free", free, batch_free)]
-            step_times = {}
+            step_times, cpu_times = {}, {}
             for name, trainer, inputs in (order if step % 2 == 0 else order[::-1]):
                 trainer.model.train()
                 trainer.current_gradient_accumulation_steps = 1  # set by train(), which is not run here
                 torch.manual_seed(0)
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 trainer.training_step(trainer.model, inputs)
                 step_times[name] = time.perf_counter() - t0
+                cpu_times[name] = time.process_time() - c0
                 trainer.model.zero_grad(set_to_none=True)
             if step == 0:
                 continue  # warm-up
-            for name, t in step_times.items():
-                times[name].append(t)
-            ratio = step_times["padded"] / step_times["padding-free"]
-            print(f"| {step} | {real} | {padded_tokens} | {step_times['padded']:.2f} | "
-                  f"{step_times['padding-free']:.2f} | {ratio:.2f}x |", flush=True)
-    med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"\n{a.method} {a.model} batch {a.batch}: median s/step padded {med['padded']:.2f}, padding-free "
-          f"{med['padding-free']:.2f}, speed-up {med['padded'] / med['padding-free']:.2f}x")
+            for name in times:
+                times[name].append(step_times[name])
+                cpu[name].append(cpu_times[name])
+            w, c = step_times, cpu_times
+            print(f"| {step} | {real} | {padded_tokens} | {w['padded']:.2f} ({c['padded']:.2f}) | "
+                  f"{w['padding-free']:.2f} ({c['padding-free']:.2f}) | {w['padded'] / w['padding-free']:.2f}x "
+                  f"({c['padded'] / c['padding-free']:.2f}x) |", flush=True)
+    for label, t in (("wall", times), ("CPU", cpu)):
+        med = {k: statistics.median(v) for k, v in t.items()}
+        print(f"{a.method} {a.model} batch {a.batch}, {label}: median s/step padded {med['padded']:.2f}, padding-free "
+              f"{med['padding-free']:.2f} ({med['padded'] / med['padding-free']:.2f}x); total "
+              f"{sum(t['padded']):.1f} s vs {sum(t['padding-free']):.1f} s "
+              f"({sum(t['padded']) / sum(t['padding-free']):.2f}x)")
     return 0
 
 

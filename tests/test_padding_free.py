@@ -188,6 +188,24 @@ def _with_packing(trainer, batch):
         return trainer.get_batch_loss_metrics(trainer.model, batch)
 
 
+@pytest.mark.parametrize("family", ["llama3", "gemma2", "phi3", "qwen3", "gpt2"])
+def test_packed_rows_give_the_padded_logits(family):
+    """Each tested family's transformers class masks packed rows (position ids restarting) as separate sequences."""
+    from utils import tiny_families
+    from utils.padding_free import pack, unpack
+
+    model = tiny_families.build_model(family, tiny_families.build_tokenizer(family)).eval()
+    lengths = torch.tensor([12, 3, 7, 5])  # first-fit decreasing: rows [12], [7, 5], [3]
+    mask = (torch.arange(12)[None] < lengths[:, None]).long()
+    ids = torch.randint(10, 200, (4, 12)).masked_fill(mask == 0, 0)
+    args, kwargs, state = pack((), {"input_ids": ids, "attention_mask": mask})
+    assert kwargs["input_ids"].shape == (3, 12)
+    with torch.no_grad():
+        padded = model(input_ids=ids, attention_mask=mask).logits
+        packed = unpack(model(*args, **kwargs), state).logits
+    torch.testing.assert_close(packed[mask.bool()], padded[mask.bool()], atol=TOL, rtol=1e-4)
+
+
 def test_cli_dpo_padding_free_trains(tiny_dir, tmp_path):
     rows = _pairs(16)
     data = write_jsonl(tmp_path / "pref.jsonl", rows)

@@ -60,6 +60,8 @@ def pack(args: tuple, kwargs: dict):
         return None  # already packed, prompt-learning PEFT (embeddings), generation: left as they are
     if kwargs.get("labels") is not None and not kwargs.get("fused_lm_head"):
         return None  # the model's own loss would shift labels across sequence boundaries
+    if any(torch.is_tensor(v) and k not in ("input_ids", "attention_mask", "labels") for k, v in kwargs.items()):
+        return None  # pixel values, token type ids, ...: tensors this function does not know how to pack
     mask = mask.bool()
     lengths = mask.sum(1).tolist()
     rows = fill_rows(lengths, mask.size(1))
@@ -80,7 +82,8 @@ def pack(args: tuple, kwargs: dict):
     packed = ids.new_zeros(len(rows) * width)
     packed[src] = ids.flatten()[dst]
     packed = packed.view(len(rows), width)
-    kwargs = dict(kwargs, attention_mask=None, position_ids=pos.view(len(rows), width))
+    # transformers reads restarting position ids as separate sequences only without a cache (masking_utils)
+    kwargs = dict(kwargs, attention_mask=None, position_ids=pos.view(len(rows), width), use_cache=False)
     shifted = kwargs.get("labels") is not None
     if shifted:
         # TRL's fused LM head scores `shift_labels` as given: each token's next label within its own sequence,
@@ -121,7 +124,9 @@ class PaddingFree:
 
     def _pf_models(self):
         models = [getattr(self, "model", None), getattr(self, "ref_model", None)]
-        return [m.get_base_model() if isinstance(m, PeftModel) else m for m in models if m is not None]
+        models = [m.get_base_model() if isinstance(m, PeftModel) else m for m in models if m is not None]
+        # transformers' own model classes build their masks in masking_utils; remote code may not: left padded
+        return [m for m in models if type(m).__module__.startswith("transformers.models.")]
 
     @contextlib.contextmanager
     def _packed(self):
