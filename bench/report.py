@@ -37,7 +37,7 @@ def ratio(rows: dict, a: str, b: str, key: str) -> str:
 
 
 def med(rows: dict, variant: str, key: str, fmt: str = "{:.3g}") -> str:
-    vals = [r[key] for (v, _), r in rows.items() if v == variant]
+    vals = [r[key] for (v, _), r in rows.items() if v == variant and r.get(key) is not None]
     return fmt.format(statistics.median(vals)) if vals else "-"
 
 
@@ -129,11 +129,13 @@ def tables(runs: dict) -> str:
     online = [(k, rows) for k, rows in keyed if any("gen_share" in r for r in rows.values())]
     if online:
         out += ["", "### 5. Sampling share of online steps: wall time inside `generate` / step wall time (bench/timed.py)", "",
-                "| method | size | run | s/step | generate s/step | generate share of the step |", "|---|---|---|---|---|---|"]
+                "| method | size | run | s/step | generate s/step | generate share, wall | CPU s/step | generate CPU s/step "
+                "| generate share, CPU |", "|---|---|---|---|---|---|---|---|---|"]
         for (method, size), rows in online:
             for v in sorted({v for (v, _), r in rows.items() if "gen_share" in r}):
                 out.append(f"| {method} | {size} | {v} | {med(rows, v, 's_per_step')} | {med(rows, v, 'gen_s_per_step')} "
-                           f"| {med(rows, v, 'gen_share', '{:.0%}')} |")
+                           f"| {med(rows, v, 'gen_share', '{:.0%}')} | {med(rows, v, 'cpu_s_per_step')} "
+                           f"| {med(rows, v, 'gen_cpu_s_per_step')} | {med(rows, v, 'gen_cpu_share', '{:.0%}')} |")
     loads = sorted(r["load"] for rows in runs.values() for r in rows.values())
     if peaks:
         out += ["", f"fp32 matmul rate measured before each run (1 thread, 1024^3): {peaks[0]}-{top} GFLOP/s, median "
