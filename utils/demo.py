@@ -260,11 +260,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output_dir", default="runs/demo", help="where models, data, report.md and plots go")
     p.add_argument("--quick", action="store_true", help="smaller settings, same stages (under 3 minutes)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--real", action="store_true", help="the real-model demo instead (utils/demo_real.py): "
+                   "SmolLM2-135M-Instruct learns to answer in one sentence (default DIR runs/demo_real)")
     try:
         a = p.parse_args(argv)
     except UserError as e:  # as utils.errors.run_command: one paragraph, no traceback, exit code 2
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if a.real:
+        from utils.demo_real import main as real_demo
+
+        return real_demo("runs/demo_real" if a.output_dir == "runs/demo" else a.output_dir, a.seed)
     settings, mode = (QUICK, "quick") if a.quick else (FULL, "full")
     os.makedirs(a.output_dir, exist_ok=True)
     start = time.time()
@@ -280,4 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if all(s.status == "ok" for s in stages) else 1
 
 if __name__ == "__main__":
+    from utils.imports import hide_unused_bitsandbytes
+
+    hide_unused_bitsandbytes(sys.argv[1:])  # no stage quantizes: bitsandbytes would only cost time and warn
     sys.exit(main())
