@@ -139,21 +139,26 @@ def test_sft_padding_free_equals_padded(mode, tiny, tmp_path):
     from utils.padding_free import PaddingFreeSFTTrainer
 
     tok, model = tiny
-    rows = [{"prompt": r["prompt"], "completion": r["chosen"]} for r in _pairs()]
+    # every other prompt one word: rows from a few tokens to past max_length
+    rows = [{"prompt": r["prompt"] if i % 2 else "help ", "completion": r["chosen"]} for i, r in enumerate(_pairs())]
     trainers = []
     for cls, padding_free in ((SFTTrainer, False), (PaddingFreeSFTTrainer, True)):
-        # max_length 40 < the longest rows: truncation is kept with padding_free (TRL 1.16 would refuse the pair)
+        # max_length 40 < the longest rows: truncated as without padding_free (TRL 1.16 would refuse the pair)
         args = _config(SFTConfig, tmp_path / str(padding_free), padding_free=padding_free, max_length=40)
         trainers.append(cls(model=copy.deepcopy(model), processing_class=tok, train_dataset=Dataset.from_list(rows),
                             args=args, peft_config=_lora() if mode == "lora" else None))
     padded, free = trainers
     free.model.load_state_dict(padded.model.state_dict())
     assert free.args.max_length == 40 and max(len(r["input_ids"]) for r in free.train_dataset) == 40
-    examples = [padded.train_dataset[i] for i in range(4)]
-    batch_padded, batch_free = padded.data_collator(examples), free.data_collator(examples)
-    assert "attention_mask" not in batch_free and batch_free["input_ids"].shape == (1, sum(len(e["input_ids"])
-                                                                                            for e in examples))
-    _compare(_step(padded, batch_padded), _step(free, batch_free), skip=("num_tokens",))
+    by_length = sorted(padded.train_dataset, key=lambda r: len(r["input_ids"]))
+    batch = padded.data_collator(by_length[:2] + by_length[-2:])  # two short rows, two cut at max_length
+    calls = []
+    hook = free._pf_models()[0].model.register_forward_pre_hook(lambda m, a, k: calls.append(k["input_ids"].shape),
+                                                                with_kwargs=True)
+    result = _step(free, batch)
+    hook.remove()
+    _compare(_step(padded, batch), result)
+    assert calls[0][0] < batch["input_ids"].size(0)  # fewer rows than padded
 
 
 @pytest.mark.parametrize("method", ["cpo", "simpo", "orpo"])

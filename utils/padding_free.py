@@ -13,11 +13,11 @@ to end in a row, each with positions 0, 1, ..., give the padded batch's logits w
   padding included) differ.
   The hooks sit on the causal LM itself (under a PEFT wrapper, DDP or a DeepSpeed engine), so LoRA, the reference
   forward and `precompute_ref_log_probs` are packed too.
-- SFT: TRL's own collator flattens the batch into one row (`padding_free=True`) and transformers masks it as above,
-  so sdpa works as it is (one row: its attention costs (sum of lengths)^2, see `pack`). TRL 1.16 refuses
-  `padding_free` next to a `max_length` ("max_length is not enforced", a guard from trl#5359, when it stopped
-  truncating rows); 1.16 truncates every row in `_prepare_dataset` again, so `PaddingFreeSFTTrainer` lets the pair
-  through and keeps the truncation.
+- SFT: TRL's own `padding_free` collator flattens the whole batch into one row; transformers masks it as above, so
+  it is exact on sdpa too, but one row's attention costs (sum of lengths)^2 (see `pack`), and TRL 1.16 refuses it
+  next to a `max_length` ("max_length is not enforced", a guard from trl#5359, stale since 1.16 truncates rows in
+  `_prepare_dataset` again). `PaddingFreeSFTTrainer` hides the option from TRL (padded collator, rows truncated as
+  usual) and packs with the same hooks.
 """
 
 from __future__ import annotations
@@ -204,24 +204,9 @@ class PaddingFreeORPOTrainer(PaddingFree, ORPOTrainer):
         _hide_padding_free(self, super().__init__, args, kwargs)
 
 
-class PaddingFreeSFTTrainer(SFTTrainer):
-    """TRL's SFTTrainer, whose `padding_free` also runs next to `max_length` (rows are still truncated)."""
+class PaddingFreeSFTTrainer(PaddingFree, SFTTrainer):
+    """TRL's SFTTrainer with `padding_free` packed as above, on sdpa / eager too. TRL's own `padding_free` puts the
+    whole batch in one row, whose attention costs (sum of lengths)^2, and TRL 1.16 refuses it next to `max_length`."""
 
     def __init__(self, *args, **kwargs):
-        config = kwargs.get("args")
-        self._max_length = getattr(config, "max_length", None)
-        hide = bool(getattr(config, "padding_free", False)) and not config.packing and self._max_length is not None
-        if hide:  # TRL 1.16's guard reads it once in __init__, before the datasets are prepared
-            config.max_length = None
-        try:
-            super().__init__(*args, **kwargs)
-        finally:
-            if hide:
-                config.max_length = self._max_length
-
-    def _prepare_dataset(self, dataset, processing_class, args, *rest, **kwargs):
-        hidden, args.max_length = args.max_length, self._max_length  # truncate as without padding_free
-        try:
-            return super()._prepare_dataset(dataset, processing_class, args, *rest, **kwargs)
-        finally:
-            args.max_length = hidden
+        _hide_padding_free(self, super().__init__, args, kwargs)
