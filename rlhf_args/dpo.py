@@ -3,7 +3,7 @@ bco_pair, sppo_hard, nca_pair, aot, apo_zero, apo_down, discopop, sft, ...). The
 frozen copy of the start model in `full` mode and the policy with its adapter switched off in
 `lora` / `qlora` mode."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from trl import DPOConfig
 
@@ -21,7 +21,8 @@ class DPOArgs(OurDefaults, DPOConfig):
     # gradients (within 1e-5, fp32), and 1.18x CPU time per step on SmolLM2-135M, rows of 20-400 + 20-400 tokens,
     # batch 2 (1.18x on a 4-layer model at batch 8); a batch that cannot be packed runs as padded (0.97-1.00x)
     # (bench/RESULTS.md, "Padding-free").
-    padding_free: bool = True
+    padding_free: bool = field(default=True, metadata={"help": "Pack each batch's sequences into as few rows as "
+                               "fit, without padding (any attention implementation); exact. Default: on."})
 
 
 def trainer():
