@@ -22,8 +22,8 @@ class CPOArgs(OurDefaults, CPOConfig):
     beta: float = 0.1
     loss_type: str = "sigmoid"
     cpo_alpha: float = 1.0
-    # Not a field of TRL's CPOConfig: utils/padding_free.py runs each batch as one row, nothing computed on padding.
-    padding_free: bool = field(default=False, metadata={"help": "Run each batch as one row without padding."})
+    # Not a field of TRL's CPOConfig: utils/padding_free.py packs each batch into as few rows as fit, no padding.
+    padding_free: bool = field(default=False, metadata={"help": "Pack each batch into rows without padding."})
 
 
 @dataclass

@@ -12,8 +12,8 @@ from rlhf_args.base import Method, OurDefaults
 class ORPOArgs(OurDefaults, ORPOConfig):
     learning_rate: float = 5e-6
     beta: float = 0.1
-    # Not a field of TRL's ORPOConfig: utils/padding_free.py runs each batch as one row, nothing computed on padding.
-    padding_free: bool = field(default=False, metadata={"help": "Run each batch as one row without padding."})
+    # Not a field of TRL's ORPOConfig: utils/padding_free.py packs each batch into as few rows as fit, no padding.
+    padding_free: bool = field(default=False, metadata={"help": "Pack each batch into rows without padding."})
 
 
 def trainer():
