@@ -62,7 +62,11 @@ def main() -> None:
     print("step seconds:", [round(b - a, 3) for a, b in zip(marks, marks[1:])])
     averages = prof.key_averages()
     print(averages.table(sort_by="self_cpu_time_total", row_limit=20))
-    ops = {e.key: {"calls": e.count, "self_cpu_ms": round(e.self_cpu_time_total / 1e3, 2)} for e in averages}
+    # Inclusive times too: user annotations (Optimizer.step#AdamW.step, autograd::engine, generate's ops) show
+    # where a step's time goes, not only which kernels burn it.
+    print(averages.table(sort_by="cpu_time_total", row_limit=15))
+    ops = {e.key: {"calls": e.count, "self_cpu_ms": round(e.self_cpu_time_total / 1e3, 2),
+                   "cpu_total_ms": round(e.cpu_time_total / 1e3, 2)} for e in averages}
     path = OUT / "profile" / f"{script}-{method}-{size}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(ops, indent=1, sort_keys=True))
