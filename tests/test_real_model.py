@@ -21,9 +21,7 @@ from real_model import hf_dir
 pytestmark = pytest.mark.real
 
 # Held out: no training file below mentions them; the untrained model answers each right (greedy).
-FACTS = [("What is the capital of France?", "Paris"), ("What is the capital of Japan?", "Tokyo"),
-         ("What is the capital of Germany?", "Berlin"), ("What is the chemical symbol for water?", "H2O"),
-         ("How many days are in a week?", "7")]
+from utils.demo_real import FACTS  # noqa: E402
 SHORT = ["--per_device_train_batch_size", "2", "--save_strategy", "no", "--seed", "0", "--disable_tqdm", "true",
          "--learning_rate", "1e-4"]
 LENGTH = ["--max_length", "96"]  # offline methods; online ones bound --max_completion_length / --max_new_tokens

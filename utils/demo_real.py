@@ -44,7 +44,7 @@ TEMPLATES = ["What is {}?", "Tell me about {}.", "Explain {} to me.", "Why does 
 # Answered right by the untrained model (greedy); none is trained on.
 FACTS = [("What is the capital of France?", "Paris"), ("What is the capital of Japan?", "Tokyo"),
          ("What is the capital of Germany?", "Berlin"), ("What is the chemical symbol for water?", "H2O"),
-         ("How many days are in a week?", "7")]
+         ("What is the capital of the United Kingdom?", "London")]
 N_TRAIN, N_EVAL, N_SHOW = 48, 16, 6
 MAX_NEW_TOKENS = 48  # the limit in every comparison: a rambling answer runs past it
 SHORT = 12  # words: a one-sentence answer up to this long scores 1
@@ -133,7 +133,7 @@ def run(out: str, seed: int) -> dict:
     train_q, eval_q = questions(seed)
     print(f"[demo] {len(train_q)} training and {len(eval_q)} held-out questions; the base model answers them",
           flush=True)
-    answers = greedy(base, train_q)
+    answers = greedy(base, train_q, 36)  # a first sentence longer than this is not used
     rows = [{"prompt": [{"role": "user", "content": q}], "completion": [{"role": "assistant", "content": s}]}
             for q, (a, _) in zip(train_q, answers) if (s := first_sentence(a))]
     sft_file = write_jsonl(os.path.join(data, "sft.jsonl"), rows)
