@@ -163,3 +163,19 @@ def test_inconsistent_row_refused_at_its_line(tmp_path):
 def test_template_without_end_of_turn_refused(tmp_path):
     err = _refused(tmp_path, NO_STOP, [{"messages": ONE}])
     assert "msgs.jsonl:1: the chat template ends assistant turn 1 without an end-of-turn token" in err
+
+
+def test_sharegpt_on_plain_chatml_trains(tmp_path):
+    """ShareGPT conversations (converted to messages) on a model whose ChatML template has no markers: TRL alone
+    refused it after loading the weights; now the masks are ours and one step trains."""
+    from utils.tiny_model import make_tiny
+
+    model = make_tiny(str(tmp_path / "tiny"))
+    tok = _tokenizer("chatml", CHATML)
+    tok.save_pretrained(model)
+    out = tmp_path / "out"
+    proc = run_cli("--rlhf_type", "SFT", "--train_mode", "lora", "--model_name_or_path", model, "--train_data_path",
+                   "examples/sharegpt.jsonl", "--output_dir", out, "--max_steps", 1, "--save_strategy", "no")
+    assert "Masking assistant turns" in proc.stdout + proc.stderr
+    losses = [h["loss"] for h in log_history(out) if "loss" in h]
+    assert len(losses) == 1 and losses[0] == losses[0] and losses[0] > 0
