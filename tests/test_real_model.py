@@ -130,12 +130,15 @@ def test_sft_messages_full_keeps_end_of_turn(smol, data, tmp_path):
     trainer = main_train.build_trainer(method, common, config, tokenizer, train, evals, [], needs)
     end = tokenizer.convert_tokens_to_ids("<|im_end|>")
     assert tokenizer.pad_token_id == end
+    rows = [json.loads(line)["messages"] for line in (data / "messages.jsonl").read_text().splitlines()]
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
-    for ids, labels in zip(batch["input_ids"], batch["labels"]):
+    for messages, labels in zip(rows, batch["labels"]):
         kept = labels[labels != -100]
-        assert (kept == end).sum() == 2, "each of the two assistant turns keeps its <|im_end|> in the loss"
-        user_turns = (ids == tokenizer.convert_tokens_to_ids("<|im_start|>")).sum()
-        assert user_turns >= 4 and len(kept) < (labels.shape[0] - 20)  # system and user turns are masked
+        # Exactly the two answers, each with its <|im_end|> and the template's newline: system, user turns and the
+        # assistant headers are masked, and the end-of-turn token is kept although it is also the pad token.
+        answers = [m["content"] for m in messages if m["role"] == "assistant"]
+        assert tokenizer.decode(kept) == "".join(f"{a}<|im_end|>\n" for a in answers)
+        assert (kept == end).sum() == 2
     del trainer
     assert run_main(*argv) == 0
     _finite_losses(out)

@@ -163,8 +163,8 @@ def run(out: str, seed: int) -> dict:
                MAX_NEW_TOKENS, "--temperature", 0.7, "--batch_size", 8, "--seed", seed, "--output_dir",
                os.path.join(out, "eval")]
     _stage("evaluate", evaluate_cmd, ev_argv, log, lambda argv: run_command(evaluate.evaluate, argv))
-    result = json.load(open(os.path.join(out, "eval", "eval.json")))
-    result = result.get("results", result)
+    with open(os.path.join(out, "eval", "eval.json")) as f:
+        result = json.load(f)["results"]
     after = greedy(path["final"], eval_q[:N_SHOW] + [q for q, _ in FACTS])
     shown = [{"question": q, "before": b[0], "before_score": rule(*b), "after": a[0], "after_score": rule(*a)}
              for q, b, a in zip(eval_q[:N_SHOW], before, after)]
