@@ -31,4 +31,11 @@ def trainer():
     return PaddingFreeDPOTrainer
 
 
-METHOD = Method("DPO", DPOArgs, trainer, data="preference")
+def check(common, config, columns) -> None:
+    from utils.gguf import refuse_reference_from_file
+
+    refuse_reference_from_file(common, None if config.precompute_ref_log_probs else
+                               "--precompute_ref_log_probs false", "--precompute_ref_log_probs true")
+
+
+METHOD = Method("DPO", DPOArgs, trainer, data="preference", check=check)

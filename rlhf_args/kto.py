@@ -27,4 +27,11 @@ def trainer():
     return KTOTrainer
 
 
-METHOD = Method("KTO", KTOArgs, trainer, data="kto")
+def check(common, config, columns) -> None:
+    from utils.gguf import refuse_reference_from_file
+
+    refuse_reference_from_file(common, None if config.precompute_ref_log_probs else
+                               "--precompute_ref_log_probs false", "--precompute_ref_log_probs true")
+
+
+METHOD = Method("KTO", KTOArgs, trainer, data="kto", check=check)

@@ -40,4 +40,10 @@ def trainer():
     return RLOOTrainer
 
 
-METHOD = Method("RLOO", RLOOArgs, trainer, data="prompt", rewards=True)
+def check(common, config, columns) -> None:
+    from utils.gguf import refuse_reference_from_file
+
+    refuse_reference_from_file(common, f"--beta {config.beta}" if config.beta else None, "--beta 0")
+
+
+METHOD = Method("RLOO", RLOOArgs, trainer, data="prompt", rewards=True, check=check)

@@ -190,6 +190,20 @@ def test_qlora_from_gguf_refused_also_without_suffix(smol, sft_data, tmp_path):
     _refused(_run(*args), out, "--train_mode qlora", "sha256-0123abcd", "in 4 bits", "--train_mode lora")
 
 
+@pytest.mark.parametrize("rlhf_type,data,flags,why", [
+    ("RLOO", "examples/prompts.jsonl", ["--reward_funcs", "examples/rewards.py:target_length"], "--beta 0.05"),
+    ("DPO", "examples/dpo_conversational.jsonl", ["--precompute_ref_log_probs", "false"],
+     "--precompute_ref_log_probs false")])
+def test_full_mode_reference_from_gguf_refused_in_check_phase(rlhf_type, data, flags, why, smol, tmp_path):
+    """TRL loads these methods' frozen reference copy by path, which a GGUF file cannot give: refused before the
+    policy's weights load (no loading bar), naming the flag that asks for the copy and what to do."""
+    out = tmp_path / "out"
+    proc = _run("--rlhf_type", rlhf_type, "--train_mode", "full", "--model_name_or_path", smol, "--train_data_path",
+                data, "--output_dir", out, *flags)
+    _refused(proc, out, "is a GGUF file", why, "--train_mode lora")
+    assert "Loading weights" not in proc.stderr + proc.stdout
+
+
 def test_gguf_reward_model_refused_by_commands(smol, tmp_path):
     prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "Hi"}])
     out = tmp_path / "out"

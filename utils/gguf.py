@@ -176,3 +176,15 @@ def trainer_hint(path: str, full: bool) -> str:
     return (f" The policy is the GGUF file {path!r} in --train_mode full: a TRL trainer that builds its own frozen "
             "reference copy reads it from a model directory and cannot from a GGUF file; use --train_mode lora (the "
             "reference is then the policy with its adapter switched off).")
+
+
+def refuse_reference_from_file(common, reason: str | None, instead: str) -> None:
+    """Check phase, for a method whose TRL trainer keeps a frozen reference copy in full mode because of `reason` (a
+    flag and its value; None: it keeps none): TRL 1.16 loads that copy from the policy's path with
+    AutoConfig.from_pretrained, which takes no `gguf_file` (trl/trainer/utils.py, create_model_from_path)."""
+    path = common.model_name_or_path
+    if reason and common.train_mode == "full" and is_gguf(path):
+        raise UserError(f"--model_name_or_path {path!r} is a GGUF file, and --train_mode full with {reason} keeps a "
+                        "frozen reference copy of it, which TRL 1.16 loads from a model directory by path and cannot "
+                        "read from a GGUF file; expected --train_mode lora (the reference is then the policy with its "
+                        f"adapter switched off) or {instead}.")
