@@ -56,6 +56,8 @@ def wanted(assistant_only_loss: bool | None, columns, tokenizer) -> bool:
 
 
 def _common_prefix(a: str, b: str) -> int:
+    if a.startswith(b):  # the usual case, in C: the turn rendered last reads as inside the conversation
+        return len(b)
     n = min(len(a), len(b))
     i = 0
     while i < n and a[i] == b[i]:
