@@ -114,6 +114,7 @@ class Needs:
     critic: object = None  # utils.ppo_models.CriticPlan
     evaluation: object = None  # utils.evaluate.Plan: --evaluate_after, run once the final model is saved
     data_report: dict | None = None  # utils.lengths.report, written to output_dir/data_report.json
+    origin: object = None  # i -> FILE:LINE of training row i (utils.non_finite.row_origin), for the NaN guard
 
 
 def check_needs(method, common, config, tokenizer, train, rows=None) -> Needs:
@@ -180,6 +181,9 @@ def check_phase(argv: list[str]):
     tokenizer = load_tokenizer(common.tokenizer_name_or_path or common.model_name_or_path, config.trust_remote_code)
     train, evals = load_data(method, common, tokenizer, rows, config)
     needs = check_needs(method, common, config, tokenizer, train, rows.get("train_data_path"))
+    from utils.non_finite import row_origin
+
+    needs.origin = row_origin(train, rows.get("train_data_path"))
     return method, common, config, tokenizer, train, evals, needs
 
 
@@ -226,8 +230,32 @@ def build_trainer(method, common, config, tokenizer, train, evals, callbacks, ne
 
 
 def main(argv: list[str] | None = None) -> int:
+    import signal
+
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    # Until training starts, SIGTERM ends the run through the exit handlers (the scratch copy of the data removed).
+    import threading
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    terminate = signal.signal(signal.SIGTERM, _terminated) if main_thread else None
+    try:
+        return _main(argv)
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (_terminated), before training started
+        print("Interrupted before training started; nothing was written.", file=sys.stderr)
+        return 128 + getattr(e, "signum", signal.SIGINT)
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, terminate)
+
+
+def _terminated(signum, frame):
+    interrupt = KeyboardInterrupt()
+    interrupt.signum = signum
+    raise interrupt
+
+
+def _main(argv: list[str]) -> int:
     out = before = None
     try:
         method, common, config, tokenizer, train, evals, needs = check_phase(argv)
@@ -237,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
 
         guard = StopOnNonFinite()
         trainer = build_trainer(method, common, config, tokenizer, train, evals, [guard], needs)
+        guard.attach(trainer, needs.origin)
         from utils.lengths import write
 
         write(needs.data_report, out)
@@ -244,6 +273,9 @@ def main(argv: list[str] | None = None) -> int:
         undo_output_dir(out, before)
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        undo_output_dir(out, before)
+        raise
     log.info("%s (%s) on %d rows -> %s", method.name, common.train_mode, len(train), config.output_dir)
     stop = StopOnSignal()  # from here on, Ctrl-C saves a checkpoint first
     trainer.add_callback(stop)
@@ -255,12 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stop.restore()
     if guard.tripped:
-        step, key, value = guard.tripped
-        last = (f"The last good checkpoint is {guard.last_good}; resume with:\n  {resume_command(argv, guard.last_good)}"
-                if guard.last_good else "No checkpoint from before it was kept.")
-        print(f"error: {key} became {value} at step {step}; training stopped there, the final model was not saved, "
-              f"and the checkpoints whose weights produced it were removed. {last}\nLower the learning rate, use "
-              "bf16 or fp32 rather than fp16, or check the data for empty or very long rows.", file=sys.stderr)
+        print(f"error: {guard.message(lambda checkpoint: resume_command(argv, checkpoint))}", file=sys.stderr)
         if trainer.is_world_process_zero():
             trainer.state.save_to_json(os.path.join(config.output_dir, "trainer_state.json"))
         return EXIT_NON_FINITE

@@ -89,11 +89,55 @@ def _conform(table, schema):
 
 
 _SCRATCH: list[str] = []
+PREFIX = "rlhf-data-"
 
 
 def scratch() -> str:
-    """A folder for this process's Arrow files (and the caches `datasets` writes beside them), removed at exit."""
+    """A folder for this process's Arrow files (and the caches `datasets` writes beside them), removed at exit. Its
+    name carries this host and process id, `rlhf-data-HOST-PID-XXXX`, so that a later run can tell a killed run's
+    folder (SIGKILL, out of memory: no exit handler ran) from a live one's and remove it (`reclaim`)."""
     if not _SCRATCH:
-        _SCRATCH.append(tempfile.mkdtemp(prefix="rlhf-data-"))
-        atexit.register(shutil.rmtree, _SCRATCH[0], True)
+        base = tempfile.gettempdir()
+        reclaim(base)
+        _SCRATCH.append(tempfile.mkdtemp(prefix=f"{PREFIX}{host_name()}-{os.getpid()}-", dir=base))
+        atexit.register(remove_scratch)
     return tempfile.mkdtemp(dir=_SCRATCH[0])
+
+
+def remove_scratch() -> None:
+    """Remove this process's scratch folder now (exit handlers, and exit paths that skip them)."""
+    while _SCRATCH:
+        shutil.rmtree(_SCRATCH.pop(), ignore_errors=True)
+
+
+def reclaim(base: str) -> list[str]:
+    """Remove the scratch folders under `base` left by runs of this host whose process is gone; returns them. A
+    folder of another host, of a live process, or not named by `scratch` is never touched."""
+    import re
+
+    gone = []
+    for name in os.listdir(base):
+        m = re.fullmatch(rf"{re.escape(PREFIX)}(.+)-(\d+)-[^-]+", name)
+        if m and m.group(1) == host_name() and not _alive(int(m.group(2))):
+            shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+            gone.append(name)
+    return gone
+
+
+def host_name() -> str:
+    import re
+    import socket
+
+    return re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "host"
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
