@@ -78,8 +78,10 @@ def _parse(argv, yaml_config, config_path, values, cache_is_current):
 
 
 def check_args(method, common, config) -> None:
-    """What holds for every method; the method's own rules are its `check`."""
+    """What holds for every method beyond the ranges of the config's own options (utils/option_checks.py, checked
+    as the config is built); the method's own rules with the data are its `check`."""
     from common_args import TRAIN_MODES
+    from utils.option_checks import check_adapter
 
     if common.train_mode not in TRAIN_MODES:
         raise UserError(f"--train_mode {common.train_mode!r} is not a mode; expected one of {', '.join(TRAIN_MODES)}.")
@@ -87,11 +89,7 @@ def check_args(method, common, config) -> None:
         raise UserError("--output_dir is required: the directory where the model, metrics and checkpoints go.")
     if not 0.0 <= common.eval_split < 1.0:
         raise UserError(f"--eval_split {common.eval_split} is out of range; expected a fraction in [0, 1).")
-    if config.learning_rate < 0:
-        raise UserError(f"--learning_rate {config.learning_rate} is negative; expected a step size >= 0.")
-    for name in ("per_device_train_batch_size", "gradient_accumulation_steps"):
-        if getattr(config, name) < 1:
-            raise UserError(f"--{name} {getattr(config, name)} is out of range; expected an integer >= 1.")
+    check_adapter(common, config, method.head)  # --lora_*: ranges, and target modules against the model's config
     from transformers.integrations import get_available_reporting_integrations
 
     missing = [r for r in config.report_to if r not in get_available_reporting_integrations()]
@@ -191,6 +189,7 @@ def check_phase(argv: list[str]):
 def build_trainer(method, common, config, tokenizer, train, evals, callbacks, needs: Needs | None = None):
     from utils import gguf
     from utils.distributed import shared_datasets
+    from utils.errors import reword
     from utils.models import has_experts, load_model, lora_config, resolve_dtype
 
     needs = needs or check_needs(method, common, config, tokenizer, train)
@@ -203,25 +202,28 @@ def build_trainer(method, common, config, tokenizer, train, evals, callbacks, ne
         # DDP's search for unused ones whenever activation checkpointing is off (an extra autograd walk per step, and
         # a warning). Mixture-of-experts models keep it: unrouted experts get none. bench/RESULTS.md, DDP.
         config.ddp_find_unused_parameters = False
-    peft_config = lora_config(common, method.head, model)
-    kwargs = dict(model=model, args=config, train_dataset=train, eval_dataset=evals, processing_class=tokenizer,
-                  callbacks=callbacks, peft_config=peft_config)
-    if needs.rewards is not None:
-        kwargs["reward_funcs"] = needs.rewards.build(dtype)
-    if needs.teacher_tokenizer is not None:
-        from utils.distill import load_teacher
+    try:  # what peft, TRL or DeepSpeed still refuse once the model is there, named by our flags (utils/errors.py)
+        peft_config = lora_config(common, method.head, model)
+        kwargs = dict(model=model, args=config, train_dataset=train, eval_dataset=evals, processing_class=tokenizer,
+                      callbacks=callbacks, peft_config=peft_config)
+        if needs.rewards is not None:
+            kwargs["reward_funcs"] = needs.rewards.build(dtype)
+        if needs.teacher_tokenizer is not None:
+            from utils.distill import load_teacher
 
-        kwargs["teacher_model"] = load_teacher(config, needs.teacher_tokenizer, dtype)
-    if needs.critic is not None:
-        from utils.ppo_models import build_ppo_models
+            kwargs["teacher_model"] = load_teacher(config, needs.teacher_tokenizer, dtype)
+        if needs.critic is not None:
+            from utils.ppo_models import build_ppo_models
 
-        kwargs.update(build_ppo_models(needs.critic, common, config, tokenizer, dtype, model, kwargs["reward_funcs"],
-                                       peft_config))
-    try:
+            kwargs.update(build_ppo_models(needs.critic, common, config, tokenizer, dtype, model,
+                                           kwargs["reward_funcs"], peft_config))
         trainer = method.trainer()(**kwargs)
-    except ValueError as e:  # TRL validates option combinations when the trainer is built
-        raise UserError(f"{method.name} trainer refused the configuration: {e}"
-                        f"{gguf.trainer_hint(common.model_name_or_path, common.train_mode == 'full')}") from e
+    except (ValueError, TypeError, NotImplementedError) as e:
+        user = reword(e, common, config, f"The {method.name} trainer",
+                      gguf.trainer_hint(common.model_name_or_path, common.train_mode == "full"))
+        if user is None:  # a TypeError that names no option: a bug of ours, with its traceback
+            raise
+        raise user from e
     if hasattr(trainer.train_dataset, "__len__") and len(trainer.train_dataset) == 0:
         raise UserError(f"{method.name} dropped every training row while preparing the data (each one longer than "
                         f"--max_length {getattr(config, 'max_length', None)} where it counts, or with nothing left to "

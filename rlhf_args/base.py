@@ -35,8 +35,9 @@ class Method:
     # What TRL does with a row longer than max_length, for the length report (utils/lengths.py): "prompt_fills"
     # (truncated; dropped when its prompt alone fills max_length), "too_long" (dropped whole).
     drops: str = "prompt_fills"
-    # check(common, config, columns): the method's own ranges, combinations and data-dependent defaults; raises
-    # UserError. Runs in the check phase (no weights read); `columns` are the training data's fields.
+    # check(common, config, columns): the method's own combinations with the common options and the data, and
+    # data-dependent defaults; raises UserError. Runs in the check phase (no weights read); `columns` are the
+    # training data's fields. Ranges and choices of the config's own options are its class's `option_rules`.
     check: Callable | None = None
 
 
@@ -59,6 +60,9 @@ class OurDefaults:
     # transformers 5.23 renamed it and warns whenever the old name is set, even to False: unset here (TRL's default
     # is True), and a user's --gradient_checkpointing is moved to the new name in __post_init__.
     gradient_checkpointing: bool | None = None
+    # The method's own ranges and choices (utils/option_checks.py rules), checked with the shared ones before TRL's
+    # __post_init__ sees a value. Not a field: a class attribute, set in the method's args file.
+    option_rules = ()
 
     def __post_init__(self):
         if self.gradient_checkpointing is not None:
@@ -67,6 +71,9 @@ class OurDefaults:
         # runs hundreds of times slower, so an unset bf16 means "bf16 where the hardware has it".
         if self.bf16 is None and not self.fp16:
             self.bf16 = bf16_supported()
+        from utils.option_checks import check_options
+
+        check_options(self, self.option_rules)
         import torch
 
         if not torch.cuda.is_available():  # pinned memory needs an accelerator; torch warns on every dataloader
@@ -75,5 +82,10 @@ class OurDefaults:
         from utils.distributed import cpu_launch_defaults
 
         cpu_launch_defaults(self)
-        super().__post_init__()
+        try:
+            super().__post_init__()
+        except ValueError as e:  # what TRL / transformers still refuse, named by our flags
+            from utils.errors import reword
+
+            raise reword(e, None, self, f"The {type(self).__name__.removesuffix('Args')} configuration") from e
 

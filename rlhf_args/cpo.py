@@ -14,6 +14,7 @@ from trl.experimental.cpo import CPOConfig
 
 from rlhf_args.base import Method, OurDefaults
 from utils.errors import UserError
+from utils.option_checks import in_range, one_of, positive
 
 
 @dataclass
@@ -24,6 +25,10 @@ class CPOArgs(OurDefaults, CPOConfig):
     cpo_alpha: float = 1.0
     # Not a field of TRL's CPOConfig: utils/padding_free.py packs each batch into as few rows as fit, no padding.
     padding_free: bool = field(default=False, metadata={"help": "Pack each batch into rows without padding."})
+    # TRL's CPOTrainer knows these (alphapo: simpo with cpo_alpha 0); another would fail at the first step.
+    option_rules = (positive("beta"), one_of("loss_type", ("sigmoid", "hinge", "ipo", "simpo", "alphapo"),
+                                             "a CPO loss of TRL"),
+                    in_range("cpo_alpha", lambda v: v >= 0, "a weight >= 0 (of the NLL term)"))
 
 
 @dataclass

@@ -20,6 +20,7 @@ from trl.experimental.gkd import GKDConfig
 
 from rlhf_args.base import Method, OurDefaults
 from utils.errors import UserError
+from utils.option_checks import fraction
 
 
 @dataclass
@@ -43,6 +44,8 @@ class GKDArgs(OurDefaults, GKDConfig):
         metadata={"help": "Load the frozen teacher in 4-bit NF4 (bitsandbytes) to save memory; the student follows "
                           "--train_mode."},
     )
+    # TRL's GKDConfig refuses both outside [0, 1] in its own words; `temperature` > 0 is a shared rule.
+    option_rules = (fraction("lmbda"), fraction("beta"))
 
 
 def check(common, config, columns) -> None:
@@ -50,8 +53,6 @@ def check(common, config, columns) -> None:
     if not config.teacher_model_name_or_path:
         raise UserError("--teacher_model_name_or_path is required for GKD: the frozen teacher causal LM (it must use "
                         "the student's tokenizer).")
-    if config.temperature <= 0:
-        raise UserError(f"--temperature must be > 0, got {config.temperature}.")
 
 
 def trainer():

@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from trl import GRPOConfig
 
 from rlhf_args.base import Method, OurDefaults
+from utils.errors import UserError
+from utils.option_checks import (at_least_one, generation_batch, in_range, integer, no_sync_without_reference,
+                                 one_of)
 
 
 @dataclass
@@ -26,6 +29,19 @@ class GRPOArgs(OurDefaults, GRPOConfig):
     max_completion_length: int | None = 256
     # A sample of this many completions per logged step goes to output_dir/completions.jsonl (None = all).
     num_completions_to_print: int | None = 8
+    option_rules = (
+        in_range("num_generations", lambda v: integer(v) and v >= 2,
+                 "an integer >= 2: the advantages compare the completions of one prompt"),
+        generation_batch, in_range("beta", lambda v: v >= 0, "a KL weight >= 0 (0: no reference model)"),
+        at_least_one("num_iterations"), no_sync_without_reference,
+        # TRL 1.16 checks these only at the first training step.
+        one_of("loss_type", ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo"),
+               "a GRPO loss of TRL"),
+        one_of("scale_rewards", ("group", "batch", "none", True, False), "a reward scaling of TRL"),
+        one_of("importance_sampling_level", ("token", "sequence"), "an importance sampling level of TRL"),
+        one_of("multi_objective_aggregation", ("sum_then_normalize", "normalize_then_sum"),
+               "a reward aggregation of TRL"),
+    )
 
 
 def trainer():
@@ -38,6 +54,10 @@ def check(common, config, columns) -> None:
     from utils.gguf import refuse_reference_from_file
 
     refuse_reference_from_file(common, f"--beta {config.beta}" if config.beta else None, "--beta 0")
+    if config.sync_ref_model and common.train_mode != "full":  # GRPOTrainer raises NotImplementedError when built
+        raise UserError(f"--sync_ref_model true needs a separate reference model, and --train_mode {common.train_mode} "
+                        "has none (the reference is the policy with its adapter switched off); expected "
+                        "--train_mode full or --sync_ref_model false.")
 
 
 METHOD = Method("GRPO", GRPOArgs, trainer, data="prompt", rewards=True, check=check)

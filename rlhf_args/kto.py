@@ -9,6 +9,19 @@ from dataclasses import dataclass
 from trl import KTOConfig
 
 from rlhf_args.base import Method, OurDefaults
+from utils.option_checks import no_sync_with_precompute, positive
+
+
+def _kl_batch(config) -> str | None:
+    # The KL estimate pairs each row with another of its batch (TRL's KTOTrainer refuses a batch of 1 when built).
+    if config.loss_type == "kto" and config.per_device_train_batch_size < 2:
+        return (f"--per_device_train_batch_size {config.per_device_train_batch_size} is too small for --loss_type kto: "
+                "its KL term is estimated within each batch; expected an integer >= 2 (or --loss_type "
+                "apo_zero_unpaired).")
+    if config.loss_type == "kto" and config.train_sampling_strategy != "sequential":
+        return (f"--train_sampling_strategy {config.train_sampling_strategy} breaks the KL term of --loss_type kto "
+                "(each row's KL completion is its neighbour in a fixed-order batch); expected sequential.")
+    return no_sync_with_precompute(config)
 
 
 @dataclass
@@ -19,6 +32,8 @@ class KTOArgs(OurDefaults, KTOConfig):
     # Reference log-probs computed once before training, then no reference model is kept (full mode) and no
     # reference forward runs per step: 1.50x tokens/s, -2.5 % peak RSS (bench/RESULTS.md, 3.5M params, full).
     precompute_ref_log_probs: bool = True
+    option_rules = (positive("beta", "a number > 0 (the strength of the pull towards the reference)"),
+                    positive("desirable_weight"), positive("undesirable_weight"), _kl_batch)
 
 
 def trainer():

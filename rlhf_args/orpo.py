@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from trl.experimental.orpo import ORPOConfig
 
 from rlhf_args.base import Method, OurDefaults
+from utils.option_checks import positive
 
 
 @dataclass
@@ -14,6 +15,7 @@ class ORPOArgs(OurDefaults, ORPOConfig):
     beta: float = 0.1
     # Not a field of TRL's ORPOConfig: utils/padding_free.py packs each batch into as few rows as fit, no padding.
     padding_free: bool = field(default=False, metadata={"help": "Pack each batch into rows without padding."})
+    option_rules = (positive("beta", "a number > 0 (the weight of the odds-ratio term)"),)
 
 
 def trainer():

@@ -73,11 +73,10 @@ class PPOArgs(OurDefaults, TrainingArguments):
 
 
 def check(common, config, columns) -> None:
+    # --max_new_tokens, --temperature, --top_p, --top_k: shared rules (utils/option_checks.py).
     checks = [
         (config.num_ppo_epochs >= 1, f"--num_ppo_epochs must be >= 1, got {config.num_ppo_epochs}"),
         (config.num_mini_batches >= 1, f"--num_mini_batches must be >= 1, got {config.num_mini_batches}"),
-        (config.max_new_tokens >= 1, f"--max_new_tokens must be >= 1, got {config.max_new_tokens}"),
-        (config.temperature > 0, f"--temperature must be > 0, got {config.temperature}"),
         (config.kl_estimator in ("k1", "k3"), f"--kl_estimator must be k1 or k3, got {config.kl_estimator!r}"),
         (config.cliprange > 0 and config.cliprange_value > 0, "--cliprange and --cliprange_value must be > 0"),
     ]

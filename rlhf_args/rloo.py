@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from trl import RLOOConfig
 
 from rlhf_args.base import Method, OurDefaults
+from utils.errors import UserError
+from utils.option_checks import at_least_one, generation_batch, in_range, integer, no_sync_without_reference
 
 
 @dataclass
@@ -32,6 +34,12 @@ class RLOOArgs(OurDefaults, RLOOConfig):
     max_completion_length: int | None = 256
     # A sample of this many completions per logged step goes to output_dir/completions.jsonl (None = all).
     num_completions_to_print: int | None = 8
+    option_rules = (
+        in_range("num_generations", lambda v: integer(v) and v >= 2,
+                 "an integer >= 2: the leave-one-out baseline needs another completion of the same prompt"),
+        generation_batch, in_range("beta", lambda v: v >= 0, "a KL weight >= 0 (0: no reference model)"),
+        at_least_one("num_iterations"), no_sync_without_reference,
+    )
 
 
 def trainer():
@@ -44,6 +52,10 @@ def check(common, config, columns) -> None:
     from utils.gguf import refuse_reference_from_file
 
     refuse_reference_from_file(common, f"--beta {config.beta}" if config.beta else None, "--beta 0")
+    if config.sync_ref_model and common.train_mode != "full":  # RLOOTrainer raises NotImplementedError when built
+        raise UserError(f"--sync_ref_model true needs a separate reference model, and --train_mode {common.train_mode} "
+                        "has none (the reference is the policy with its adapter switched off); expected "
+                        "--train_mode full or --sync_ref_model false.")
 
 
 METHOD = Method("RLOO", RLOOArgs, trainer, data="prompt", rewards=True, check=check)

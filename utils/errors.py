@@ -1,11 +1,57 @@
 """The one exception type for user mistakes (main_train and the module commands print its message and exit
-with code 2), and the parser and `main` those commands share."""
+with code 2), `reword` for what a library still refuses late, and the parser and `main` those commands share."""
 
 import argparse
+import dataclasses
+import re
 
 
 class UserError(Exception):
     """A bad flag, file, field or combination. The message is one paragraph the user can act on."""
+
+
+def show(value) -> str:
+    """A value as it is written on our command line: lists space-separated, booleans true / false."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return " ".join(show(v) for v in value)
+    return str(value)
+
+
+# peft's LoraConfig fields -> our flags (CommonArgs); every TRL / transformers config field is our flag by its name.
+PEFT_FLAGS = {"r": "lora_rank", "lora_alpha": "lora_alpha", "lora_dropout": "lora_dropout",
+              "target_modules": "lora_target_modules", "use_dora": "use_dora"}
+# A field as libraries name it in a message: `name`, 'name', "name", name=..., peft's "Target modules {...}".
+_QUOTED = re.compile(r"`(?:args\.)?(\w+)`|'(\w+)'|\"(\w+)\"|\b(\w+)=|\b([Tt]arget modules)\b")
+# ... or bare: a field name with an underscore anywhere, or any field name that starts a sentence of the message.
+_BARE = re.compile(r"\b([a-z]\w*_\w+)\b|(?:^|[.:] )([a-z]\w*) (?:must|should|has to|is not|cannot)\b")
+
+
+def reword(error: Exception, common=None, config=None, where: str = "The configuration", hint: str = ""):
+    """A library's late refusal (ValueError / TypeError from peft, TRL, transformers, DeepSpeed) as a UserError
+    that names our flags and their values: each field its message names (peft's `r` is our --lora_rank, ...; a TRL
+    or transformers config field is our flag of the same name). None for a TypeError that names no flag of ours:
+    that one is a bug of ours, not a user's mistake, and goes up as it is."""
+    sentence = " ".join(str(error).split()).rstrip(".")
+    ours = {f.name: common for f in dataclasses.fields(common)} if dataclasses.is_dataclass(common) else {}
+    ours.update({f.name: config for f in dataclasses.fields(config)} if dataclasses.is_dataclass(config) else {})
+    found, aliases = [], []
+    strong = ["".join(m).replace(" ", "_").lower() for m in _QUOTED.findall(sentence)]
+    for name in strong + ["".join(m) for m in _BARE.findall(sentence)]:
+        flag = PEFT_FLAGS.get(name) if common is not None and name in PEFT_FLAGS else name
+        if flag in ours and flag not in found:
+            found.append(flag)
+            if flag != name:
+                aliases.append(f"`{name}` is our --{flag}")
+    if not found:
+        if isinstance(error, TypeError):
+            return None
+        return UserError(f"{where} refused the configuration: {sentence}.{hint}")
+    flags = ", ".join(f"--{f} {show(getattr(ours[f], f))}" for f in found)
+    alias = f" ({'; '.join(aliases)})" if aliases else ""
+    return UserError(f"{where} refused {flags}: {sentence}{alias}. Expected a value it accepts: change "
+                     f"{' or '.join('--' + f for f in found)}.{hint}")
 
 
 def run_command(work, argv: list[str]) -> int:
