@@ -172,3 +172,29 @@ def test_refusal_and_sigterm_remove_their_scratch_data(tiny_dir, tmp_path):
     run.communicate(timeout=120)
     assert seen and run.returncode in (143, 130), run.returncode
     assert _scratch_dirs(scratch_tmp) == []
+
+
+@pytest.mark.distributed
+def test_two_processes_name_their_own_rows(tiny_dir, tmp_path):
+    """DDP, 2 processes x 2 rows, sequential: the process whose batch holds the poisoned row names it, the other
+    says another process does; every checkpoint before the failing step is kept."""
+    from test_distributed import _free_port
+
+    rows = _rows(16)
+    data = write_jsonl(tmp_path / "train.jsonl", rows)
+    model = _poison(tiny_dir, tmp_path / "model", token=_unique_token(tiny_dir, rows))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "script/ddp.yaml", "--num_processes",
+           "2", "--main_process_port", str(_free_port()), str(ROOT / "main_train.py"), *BASE, "--train_mode", "full",
+           "--model_name_or_path", str(model), "--train_data_path", str(data), "--output_dir", str(out),
+           "--max_steps", "6", "--save_strategy", "steps", "--save_steps", "1", "--save_total_limit", "10"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=dict(ENV, OMP_NUM_THREADS="1"), capture_output=True, text=True,
+                          timeout=240)
+    log = proc.stdout + proc.stderr
+    ours = log.split("torch/distributed/elastic")[0]  # before the launcher's own report of a non-zero exit
+    assert proc.returncode != 0 and "Traceback" not in ours and "exitcode  : 3" in log, log[-5000:]
+    named = [line for line in log.splitlines() if f"{data}:{POISONED + 1} gives a non-finite loss" in line]
+    assert len(named) == 1 and "caused by the data" in named[0] and "On process " in named[0], log[-5000:]
+    assert "On process 0, another process names the rows" in log, log[-5000:]
+    failed = int(named[0].split(" at step ")[1].split(",")[0])
+    assert _kept(out) == list(range(1, failed)), (_kept(out), failed)

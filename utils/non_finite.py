@@ -149,6 +149,9 @@ class StopOnNonFinite(TrainerCallback):
         metrics = copy.deepcopy(getattr(trainer, "_metrics", None))
         net = trainer.accelerator.unwrap_model(model)
         was_training = net.training
+        local = ("gather", "gather_for_metrics", "reduce", "pad_across_processes")  # metrics only, here
+        for name in local:  # the other processes are not in this re-run: no collective may wait for them
+            setattr(trainer.accelerator, name, lambda tensor, *args, **kwargs: tensor)
         try:
             net.eval()
             return self._decide(trainer, model, net, inputs, value, step)
@@ -159,6 +162,8 @@ class StopOnNonFinite(TrainerCallback):
                                                     type(e).__name__, e)
             return Finding(step, value, "weights", traced=False)
         finally:
+            for name in local:
+                trainer.accelerator.__dict__.pop(name, None)
             net.train(was_training)
             if metrics is not None:
                 trainer._metrics = metrics
