@@ -286,6 +286,14 @@ def _main(argv: list[str]) -> int:
     except UserError as e:  # raised mid-run by user code we call, e.g. a reward function that fails or miscounts
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except (ValueError, NotImplementedError) as e:  # a library's late refusal of a flag's value (utils/errors.py)
+        from utils.errors import reword
+
+        user = reword(e, common, config, f"{method.name} training", named_only=True)
+        if user is None:
+            raise
+        print(f"error: {user}", file=sys.stderr)
+        return EXIT_USER_ERROR
     finally:
         stop.restore()
     if guard.tripped:

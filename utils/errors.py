@@ -28,11 +28,13 @@ _QUOTED = re.compile(r"`(?:args\.)?(\w+)`|'(\w+)'|\"(\w+)\"|\b(\w+)=|\b([Tt]arge
 _BARE = re.compile(r"\b([a-z]\w*_\w+)\b|(?:^|[.:] )([a-z]\w*) (?:must|should|has to|is not|cannot)\b")
 
 
-def reword(error: Exception, common=None, config=None, where: str = "The configuration", hint: str = ""):
+def reword(error: Exception, common=None, config=None, where: str = "The configuration", hint: str = "",
+           named_only: bool = False):
     """A library's late refusal (ValueError / TypeError from peft, TRL, transformers, DeepSpeed) as a UserError
     that names our flags and their values: each field its message names (peft's `r` is our --lora_rank, ...; a TRL
     or transformers config field is our flag of the same name). None for a TypeError that names no flag of ours:
-    that one is a bug of ours, not a user's mistake, and goes up as it is."""
+    that one is a bug of ours, not a user's mistake, and goes up as it is; with `named_only` (errors raised while
+    training, where a bug of ours is as likely as a bad value), None for any error that names no flag."""
     sentence = " ".join(str(error).split()).rstrip(".")
     ours = {f.name: common for f in dataclasses.fields(common)} if dataclasses.is_dataclass(common) else {}
     ours.update({f.name: config for f in dataclasses.fields(config)} if dataclasses.is_dataclass(config) else {})
@@ -45,7 +47,7 @@ def reword(error: Exception, common=None, config=None, where: str = "The configu
             if flag != name:
                 aliases.append(f"`{name}` is our --{flag}")
     if not found:
-        if isinstance(error, TypeError):
+        if isinstance(error, TypeError) or named_only:
             return None
         return UserError(f"{where} refused the configuration: {sentence}.{hint}")
     flags = ", ".join(f"--{f} {show(getattr(ours[f], f))}" for f in found)
