@@ -112,7 +112,7 @@ class Needs:
     critic: object = None  # utils.ppo_models.CriticPlan
     evaluation: object = None  # utils.evaluate.Plan: --evaluate_after, run once the final model is saved
     data_report: dict | None = None  # utils.lengths.report, written to output_dir/data_report.json
-    origin: object = None  # i -> FILE:LINE of training row i (utils.non_finite.row_origin), for the NaN guard
+    origin: object = None  # i -> FILE:LINE of training row i (utils.row_trace.row_origin), for the NaN guard
 
 
 def check_needs(method, common, config, tokenizer, train, rows=None) -> Needs:
@@ -179,7 +179,7 @@ def check_phase(argv: list[str]):
     tokenizer = load_tokenizer(common.tokenizer_name_or_path or common.model_name_or_path, config.trust_remote_code)
     train, evals = load_data(method, common, tokenizer, rows, config)
     needs = check_needs(method, common, config, tokenizer, train, rows.get("train_data_path"))
-    from utils.non_finite import row_origin
+    from utils.row_trace import row_origin
 
     needs.origin = row_origin(train, rows.get("train_data_path"))
     return method, common, config, tokenizer, train, evals, needs

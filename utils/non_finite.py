@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 
 from transformers import TrainerCallback
 
+from utils.row_trace import examples_of, name_rows
+
 # Logged values that, once NaN or infinite, mean the run must stop (a non-finite gradient norm with a finite loss).
 WATCHED = ("loss", "train_loss", "grad_norm")
 CAUSES = ("", "data", "half", "weights")  # agreed across processes by a max over the index
@@ -173,7 +175,7 @@ class StopOnNonFinite(TrainerCallback):
         if _sharded(trainer):  # ZeRO-3: a forward pass is a collective the other processes are not in
             return Finding(step, value, "weights", traced=False)
         prev = None if self._prev is None else self._finite(net, self._prev)
-        examples = self._examples_of(inputs)
+        examples = examples_of(self._recent, inputs)
         if prev is False:
             return Finding(step, value, self._half_or(model, net, [self._prev], "weights"))
         if examples is None:  # e.g. online RL: the batch is generated, not rows of the file
@@ -183,10 +185,10 @@ class StopOnNonFinite(TrainerCallback):
         bad = [i for i, batch in enumerate(single) if not self._finite(net, batch)]
         if prev is None and len(bad) == len(examples):  # the starting weights fail on every row
             cause = self._half_or(model, net, single, "weights")
-            return Finding(step, value, cause, self._name(examples, bad))
+            return Finding(step, value, cause, name_rows(trainer, self._origin, examples, bad))
         named = bad or list(range(len(examples)))
         cause = self._half_or(model, net, [single[i] for i in bad], "data") if bad else "data"
-        return Finding(step, value, cause, self._name(examples, named), alone=bool(bad))
+        return Finding(step, value, cause, name_rows(trainer, self._origin, examples, named), alone=bool(bad))
 
     def _finite(self, net, batch) -> bool:
         import torch
@@ -214,55 +216,6 @@ class StopOnNonFinite(TrainerCallback):
         device = next(net.parameters()).device.type
         with torch.autocast(device, enabled=False):
             return "half" if all(self._finite(net, b) for b in batches) else otherwise
-
-    def _examples_of(self, inputs):
-        """The rows (as the collator got them) that made `inputs`, or None when no recent batch matches."""
-        import torch
-
-        for examples, batch in reversed(self._recent):
-            keys = [k for k in batch.keys() if torch.is_tensor(batch[k])]
-            if keys and isinstance(inputs, dict) and all(
-                    torch.is_tensor(inputs.get(k)) and inputs[k].shape == batch[k].shape
-                    and torch.equal(inputs[k].detach().cpu(), batch[k].detach().cpu()) for k in keys):
-                return list(examples)
-        return None
-
-    def _name(self, examples, which: list[int]) -> list[str]:
-        """FILE:LINE of each row `which` of the failing batch (found by its tokens in the trainer's dataset), or an
-        excerpt of its text when it cannot be traced."""
-        where = self._locate([examples[i] for i in which])
-        names = []
-        for i, found in zip(which, where):
-            if found is None:
-                ids = next((v for k, v in examples[i].items() if k.endswith("input_ids") or k == "prompt_ids"), None)
-                text = self._trainer.processing_class.decode(list(ids)[:40]) if ids is not None else str(examples[i])
-                found = repr(text[:80] + ("..." if len(text) > 80 else ""))
-            names.append(found)
-        return names
-
-    def _locate(self, examples) -> list[str | None]:
-        from datasets import Dataset
-
-        data = getattr(self._trainer, "train_dataset", None)
-        if (self._origin is None or not isinstance(data, Dataset) or not examples
-                or len(data) != self._origin.size):  # rows dropped or packed on the way: indices differ
-            return [None] * len(examples)
-        keys = [k for k, v in examples[0].items() if k in data.column_names and _ids(v) is not None]
-        if not keys:
-            return [None] * len(examples)
-        wanted = {}
-        for j, ex in enumerate(examples):
-            wanted.setdefault(tuple(_ids(ex[k]) for k in keys), []).append(j)
-        found: list[str | None] = [None] * len(examples)
-        start = 0
-        for chunk in data.select_columns(keys).iter(batch_size=1000):
-            for offset, values in enumerate(zip(*(chunk[k] for k in keys))):
-                for j in wanted.pop(tuple(_ids(v) for v in values), []):
-                    found[j] = self._origin(start + offset)
-            start += len(chunk[keys[0]])
-            if not wanted:
-                break
-        return found
 
     # ------------------------------------------------------------------------------------------ telling
     def message(self, resume) -> str:
@@ -310,15 +263,6 @@ class StopOnNonFinite(TrainerCallback):
                 "from the checkpoint.")
 
 
-def _ids(value):
-    """A row's token ids as a tuple (lists of ints, or nested), or None for any other value."""
-    if hasattr(value, "tolist"):
-        value = value.tolist()
-    if isinstance(value, list) and value and all(isinstance(v, int) for v in value):
-        return tuple(value)
-    return None
-
-
 def _sharded(trainer) -> bool:
     plugin = getattr(trainer.accelerator.state, "deepspeed_plugin", None)
     return plugin is not None and getattr(plugin, "zero_stage", 0) == 3
@@ -334,20 +278,3 @@ def _world() -> int:
     import torch.distributed as dist
 
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
-def row_origin(dataset, rows):
-    """i -> FILE:LINE of row i of `dataset` (built by utils.data from `rows`), or None when the rows were reshaped
-    (KTO's unpaired rows)."""
-    if rows is None or rows.unpair:
-        return None
-    indices = dataset._indices.column(0) if getattr(dataset, "_indices", None) is not None else None
-    size = len(dataset)
-
-    def origin(i: int) -> str | None:
-        if i >= size:
-            return None
-        return rows.where(indices[i].as_py() if indices is not None else i)
-
-    origin.size = size
-    return origin
