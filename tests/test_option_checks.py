@@ -30,7 +30,7 @@ def env(tmp_path_factory, tiny_dir, data_dir):
     configs = {"micro": {"train_micro_batch_size_per_gpu": 8}, "accumulation": {"gradient_accumulation_steps": 4},
                "global": {"train_batch_size": 32}, "clipping": {"gradient_clipping": 0.5},
                "fp16": {"fp16": {"enabled": True}}, "bf16": {"bf16": {"enabled": True}},
-               "lr": {"optimizer": {"type": "AdamW", "params": {"lr": 0.1}}}}
+               "lr": {"optimizer": {"type": "AdamW", "params": {"lr": 0.1}}}, "auto": {}}
     for name, extra in configs.items():
         (d / f"ds_{name}.json").write_text(json.dumps({**zero2, **extra}))
     (d / "ds_no_zero.json").write_text(json.dumps({"train_batch_size": "auto"}))
@@ -105,6 +105,8 @@ CASES = {
                                                "--gradient_accumulation_steps", "2"],
                                        "has no gradient_accumulation_steps", "--gradient_accumulation_steps is 2",
                                        '"gradient_accumulation_steps": "auto"'),
+    "deepspeed without a launcher": ("DPO", ["--deepspeed", "{dir}/ds_auto.json"], "--deepspeed {dir}/ds_auto.json "
+                                     "needs a launcher", "torchrun --nproc_per_node", "script/zero2.yaml"),
     # generation lengths and batches
     "max_length 0": ("DPO", ["--max_length", "0"], "--max_length 0 is out of range", "a number of tokens >= 1"),
     "max_completion_length 0": ("GRPO", ["--max_completion_length", "0"], "--max_completion_length 0 is out of range",
@@ -209,6 +211,8 @@ def test_deepspeed_auto_configs_pass(monkeypatch):
                              gradient_accumulation_steps=8, max_grad_norm=1.0, learning_rate=1e-5, adam_beta1=0.9,
                              adam_beta2=0.999, adam_epsilon=1e-8, weight_decay=0.0, fp16=False, fp16_full_eval=False,
                              bf16=True, bf16_full_eval=False, auto_find_batch_size=False)
+    monkeypatch.setenv("LOCAL_RANK", "0")  # as a launcher sets it: without one, --deepspeed is refused
+    monkeypatch.setenv("WORLD_SIZE", "1")
     assert check_deepspeed(config) is None
     config.deepspeed = None
     monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")

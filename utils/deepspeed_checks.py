@@ -33,7 +33,19 @@ def check_deepspeed(config) -> str | None:
         ds, problem = _read(path, name)
     else:
         return None
-    return problem or _compare(ds, name, config)
+    return problem or _compare(ds, name, config) or _launcher(config, name)
+
+
+def _launcher(config, name: str) -> str | None:
+    """`--deepspeed` in a process no launcher started: DeepSpeed would look for MPI to find its peers and fail."""
+    from utils.distributed import launched
+
+    if not config.deepspeed or launched():
+        return None
+    return (f"{name} needs a launcher that starts the processes DeepSpeed joins (run as plain `python`, DeepSpeed "
+            "fails looking for MPI); expected `torchrun --nproc_per_node N main_train.py ... --deepspeed FILE` on "
+            "GPUs, or `accelerate launch --config_file script/zero2.yaml main_train.py ...` (zero3.yaml: ZeRO-3; "
+            "their DeepSpeed settings replace --deepspeed), which also runs on CPU.")
 
 
 def _read(source, name: str) -> tuple[dict | None, str | None]:

@@ -15,10 +15,12 @@ rows; the decision is the worst of theirs (weights > half > data), agreed at the
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import os
 import re
 import shutil
+import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,6 +31,7 @@ from utils.row_trace import examples_of, name_rows
 
 # Logged values that, once NaN or infinite, mean the run must stop (a non-finite gradient norm with a finite loss).
 WATCHED = ("loss", "train_loss", "grad_norm")
+log = logging.getLogger("main_train")
 CAUSES = ("", "data", "half", "weights")  # agreed across processes by a max over the index
 
 
@@ -154,13 +157,15 @@ class StopOnNonFinite(TrainerCallback):
         local = ("gather", "gather_for_metrics", "reduce", "pad_across_processes")  # metrics only, here
         for name in local:  # the other processes are not in this re-run: no collective may wait for them
             setattr(trainer.accelerator, name, lambda tensor, *args, **kwargs: tensor)
+        start = time.monotonic()
         try:
             net.eval()
-            return self._decide(trainer, model, net, inputs, value, step)
+            found = self._decide(trainer, model, net, inputs, value, step)
+            log.info("loss %s at step %d: re-ran the batches on the same weights in %.1f s: %s", value, step,
+                     time.monotonic() - start, found.cause)
+            return found
         except Exception as e:  # noqa: BLE001 - the evidence could not be gathered: the weights are suspect
-            import logging
-
-            logging.getLogger("main_train").warning("could not re-run the failing batch (%s: %s)",
+            log.warning("could not re-run the failing batch (%s: %s)",
                                                     type(e).__name__, e)
             return Finding(step, value, "weights", traced=False)
         finally:
