@@ -286,6 +286,9 @@ def _main(argv: list[str]) -> int:
     except UserError as e:  # raised mid-run by user code we call, e.g. a reward function that fails or miscounts
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except RuntimeError as e:  # sampling on non-finite probabilities (online methods): the NaN guard's verdict
+        if not guard.sampling_failed(trainer, e):
+            raise
     except (ValueError, NotImplementedError) as e:  # a library's late refusal of a flag's value (utils/errors.py)
         from utils.errors import reword
 

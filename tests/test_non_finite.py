@@ -46,13 +46,13 @@ def _poison(src, dst, token: int | None = None, head_scale: float | None = None)
     return dst
 
 
-def _unique_token(tiny_dir, rows) -> int:
+def _unique_token(tiny_dir, rows, index: int = POISONED) -> int:
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_dir)
     ids = [set(tok(r["prompt"] + r["completion"])["input_ids"]) for r in rows]
     counts = Counter(t for s in ids for t in s)
-    only = [t for t in ids[POISONED] if counts[t] == 1]
+    only = [t for t in ids[index] if counts[t] == 1]
     assert only, "no token appears in the poisoned row alone"
     return only[0]
 
@@ -200,3 +200,40 @@ def test_two_processes_name_their_own_rows(tiny_dir, tmp_path):
     assert "On process 0, another process names the rows" in log, log[-5000:]
     failed = int(named[0].split(" at step ")[1].split(",")[0])
     assert _kept(out) == list(range(1, failed)), (_kept(out), failed)
+
+
+def _grpo(model, tmp_path, prompts, *extra):
+    (tmp_path / "rw.py").write_text("def length(completions, **kw):\n    return [float(len(str(c))) for c in completions]\n")
+    data = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": p} for p in prompts])
+    out = tmp_path / "out"
+    rc = run_main("--rlhf_type", "grpo", "--train_mode", "full", "--model_name_or_path", model, "--train_data_path",
+                  data, "--reward_funcs", f"{tmp_path / 'rw.py'}:length", "--output_dir", out, "--num_generations", "2",
+                  "--per_device_train_batch_size", "4", "--max_completion_length", "8", "--max_steps", "4",
+                  "--save_strategy", "steps", "--save_steps", "1", "--save_total_limit", "10", "--disable_tqdm", "true",
+                  "--train_sampling_strategy", "sequential", *extra)
+    return rc, out
+
+
+def test_online_rl_sampling_on_blown_up_weights(tiny_dir, tmp_path, capsys):
+    """GRPO samples before any loss: weights blown up by the learning rate fail in torch.multinomial, at step 2.
+    The last finite batch re-run on them is not finite: their checkpoint goes."""
+    rc, out = _grpo(tiny_dir, tmp_path, [f"What is {a}+1?" for a in range(16)], "--learning_rate", "1e30",
+                    "--max_grad_norm", "0")
+    err = capsys.readouterr().err
+    assert rc == 3 and "Traceback" not in err, err
+    assert "a sampling probability became nan at step 2: the weights give non-finite values" in err, err
+    assert _kept(out) == [] and "were removed (checkpoint-1)" in err, err
+
+
+def test_online_rl_sampling_on_a_poisoned_prompt(tiny_dir, tmp_path, capsys):
+    """A prompt of step 2 holds a token whose embedding is inf: the weights give a finite loss on step 1's batch,
+    so every checkpoint stays and the prompts are named as the suspects."""
+    prompts = [f"What is {a}+1?" for a in range(16)]
+    prompts[3] = "What is @@@?"  # step 2 reads prompts 2 and 3 (in order: --shuffle_dataset false)
+    rows = [{"prompt": p, "completion": ""} for p in prompts]
+    model = _poison(tiny_dir, tmp_path / "model", token=_unique_token(tiny_dir, rows, index=3))
+    rc, out = _grpo(model, tmp_path, prompts, "--learning_rate", "1e-5", "--shuffle_dataset", "false")
+    err = capsys.readouterr().err
+    assert rc == 3 and "Traceback" not in err, err
+    assert "at step 2, while sampling completions" in err and "Check the prompts of that step" in err, err
+    assert _kept(out) == [1] and f"--resume_from_checkpoint {out / 'checkpoint-1'}" in err, err

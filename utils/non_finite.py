@@ -161,12 +161,12 @@ class StopOnNonFinite(TrainerCallback):
         try:
             net.eval()
             found = self._decide(trainer, model, net, inputs, value, step)
-            log.info("loss %s at step %d: re-ran the batches on the same weights in %.1f s: %s", value, step,
+            what = "sampling failed" if inputs is None else f"loss {value}"
+            log.info("%s at step %d: re-ran the batches on the same weights in %.1f s: %s", what, step,
                      time.monotonic() - start, found.cause)
             return found
         except Exception as e:  # noqa: BLE001 - the evidence could not be gathered: the weights are suspect
-            log.warning("could not re-run the failing batch (%s: %s)",
-                                                    type(e).__name__, e)
+            log.warning("could not re-run the failing batch (%s: %s)", type(e).__name__, e)
             return Finding(step, value, "weights", traced=False)
         finally:
             for name in local:
@@ -180,9 +180,11 @@ class StopOnNonFinite(TrainerCallback):
         if _sharded(trainer):  # ZeRO-3: a forward pass is a collective the other processes are not in
             return Finding(step, value, "weights", traced=False)
         prev = None if self._prev is None else self._finite(net, self._prev)
-        examples = examples_of(self._recent, inputs)
         if prev is False:
             return Finding(step, value, self._half_or(model, net, [self._prev], "weights"))
+        if inputs is None:  # sampling failed: no batch of this step to re-run
+            return Finding(step, value, "sampling", traced=False)
+        examples = examples_of(self._recent, inputs)
         if examples is None:  # e.g. online RL: the batch is generated, not rows of the file
             cause = "data" if prev else self._half_or(model, net, [inputs], "weights")
             return Finding(step, value, cause, traced=False)
@@ -222,6 +224,25 @@ class StopOnNonFinite(TrainerCallback):
         with torch.autocast(device, enabled=False):
             return "half" if all(self._finite(net, b) for b in batches) else otherwise
 
+    def sampling_failed(self, trainer, error: Exception) -> bool:
+        """Online methods sample before any loss: weights gone non-finite fail there first, as torch.multinomial's
+        "probability tensor contains either `inf`, `nan` or element < 0". True (and the verdict taken) for that one:
+        the weights in memory (those of the latest step, saved as its checkpoint) are bad when they give a non-finite
+        loss on the last batch whose loss was finite; else the prompts are suspect."""
+        if "probability tensor contains" not in str(error):
+            return False
+        # The last batch whose loss was finite, re-run on these weights, tells (a weight that is not finite may be
+        # one token's embedding that only a prompt of this step uses).
+        bad = self._diagnose(trainer.model_wrapped, None, math.nan).cause != "sampling"
+        step = trainer.state.global_step
+        self.tripped, self.cause = (step + 1, "a sampling probability", math.nan), "weights" if bad else "sampling"
+        kept = checkpoints(trainer.args.output_dir)
+        if bad:
+            self._drop({s: p for s, p in kept.items() if s >= step}, trainer.state)
+        good = [s for s in kept if s < step or not bad]
+        self.last_good = kept[max(good)] if good else None
+        return True
+
     # ------------------------------------------------------------------------------------------ telling
     def message(self, resume) -> str:
         """The paragraph main_train prints; `resume(checkpoint)`: the command line that resumes from it."""
@@ -235,6 +256,7 @@ class StopOnNonFinite(TrainerCallback):
             last = (f"The last good checkpoint is {self.last_good}; {resume_line}" if self.last_good
                     else "No checkpoint from before it was kept.")
             evidence = ("the gradient norm was not finite" if key == "grad_norm" and f is None else
+                        "the weights give non-finite values" if key == "a sampling probability" else
                         "the weights are taken to be the cause (the batch could not be re-run)" if f is None
                         or not f.traced else "the weights give a non-finite loss on every row of the batch, one at "
                         "a time" if f.rows else "the weights give a non-finite loss on the last batch that was "
@@ -244,6 +266,11 @@ class StopOnNonFinite(TrainerCallback):
                     "clipping on (--max_grad_norm 1.0), or use bf16 or fp32 rather than fp16.")
         kept = (f"The weights are fine and every checkpoint was kept; the latest is {self.last_good}: "
                 f"{resume_line}" if self.last_good else "The weights are fine; no checkpoint had been saved yet.")
+        if self.cause == "sampling":
+            return (f"{key} became {value} at step {step}, while sampling completions, and the weights are finite: a "
+                    f"prompt holding a token whose embedding is not finite, or float16 overflow, does this. Training "
+                    f"stopped there and the final model was not saved. {kept}\nCheck the prompts of that step, or "
+                    "use --bf16 true or fp32 instead of float16.")
         if self.cause == "half":
             return (f"{key} became {value} at step {step} in half precision (float16): the same batch gives a finite "
                     f"loss in fp32, so values overflowed float16's range. Training stopped there and the final model "

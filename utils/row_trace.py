@@ -3,14 +3,18 @@ loss is not finite by their FILE:LINE (utils/non_finite.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 
 def examples_of(recent, inputs):
     """The rows (as the collator got them) that made `inputs`, or None when no recent batch matches."""
     import torch
 
     for examples, batch in reversed(recent):
+        if not isinstance(batch, Mapping):  # e.g. online RL: the collator hands the rows on as they are
+            continue
         keys = [k for k in batch.keys() if torch.is_tensor(batch[k])]
-        if keys and isinstance(inputs, dict) and all(
+        if keys and isinstance(inputs, Mapping) and all(
                 torch.is_tensor(inputs.get(k)) and inputs[k].shape == batch[k].shape
                 and torch.equal(inputs[k].detach().cpu(), batch[k].detach().cpu()) for k in keys):
             return list(examples)
