@@ -13,14 +13,13 @@ stale; a stale cache is never used (every check then runs after the imports) and
 from __future__ import annotations
 
 import argparse
-import difflib
 import glob
 import hashlib
 import json
 import os
 import sys
 
-from utils.errors import UserError
+from utils.errors import CommandParser, UserError, did_you_mean, rename, run_command  # noqa: F401 (cli.rename)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE = os.path.join(ROOT, ".cache", "cli-options.json")
@@ -71,30 +70,11 @@ def read_config(path: str | None) -> dict:
     return raw
 
 
-def rename(argv: list[str], config: dict, renamed: dict[str, str], prog: str) -> tuple[list[str], dict]:
-    """Old flag / YAML key names still work, with a one-line notice each."""
-    for old, new in renamed.items():
-        hit = old in config
-        if hit:
-            config[new] = config.pop(old)
-        for i, arg in enumerate(argv):
-            if arg == f"--{old}" or arg.startswith(f"--{old}="):
-                argv[i], hit = f"--{new}" + arg[len(old) + 2:], True
-        if hit:
-            print(f"{prog}: --{old} is deprecated, use --{new} (the old name goes away in the next release).",
-                  file=sys.stderr)
-    return argv, config
-
-
 # -------------------------------------------------------------------------------- unknown options
 def refuse_unknown(flags: list[str], keys: list[str], options: set[str], method: str, config_path: str | None):
     """One paragraph for misspelt flags and YAML keys, with the closest real options."""
-    names = sorted({o[2:] for o in options if o.startswith("--")})
     entries = [(f.split("=")[0], "") for f in flags] + [(f"--{k}", f" (in {config_path})") for k in keys]
-    hints = []
-    for flag, where in entries:
-        close = difflib.get_close_matches(flag[2:], names, n=3)
-        hints.append(flag + where + (f" (did you mean {', '.join('--' + c for c in close)}?)" if close else ""))
+    hints = [flag + where + did_you_mean(flag, options) for flag, where in entries]
     if hints:
         raise UserError(f"Unknown option(s) for --rlhf_type {method}: {'; '.join(hints)}. Options are never "
                         f"abbreviated. Run `python main_train.py --rlhf_type {method} --help` to list every option.")
@@ -221,8 +201,11 @@ def save_cache(data: dict) -> None:
 
 
 if __name__ == "__main__":  # script/setup.sh: build the options cache unless it is current
+    sys.path.insert(0, ROOT)
+    if run_command(CommandParser("python -m utils.cli", "Build the options cache (.cache/cli-options.json) unless "
+                                 "it is current; script/setup.sh runs this once after installing.").parse_args):
+        sys.exit(2)
     if load_cache() is None:
-        sys.path.insert(0, ROOT)
         from utils.imports import hide_unused_bitsandbytes
 
         hide_unused_bitsandbytes([])  # the options do not depend on it; its import prints a kernel notice

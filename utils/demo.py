@@ -37,7 +37,7 @@ if ROOT not in sys.path:  # `python utils/demo.py` as well as `python -m utils.d
 from utils.demo_task import (LIST_LENGTH, MAX_NEW_TOKENS, answer_of, demonstration, divergence,  # noqa: E402
                              pairwise_accuracy, preference_pairs, quality, score, split_prompts, win_rate,
                              write_jsonl)
-from utils.errors import CommandParser, UserError  # noqa: E402
+from utils.errors import CommandParser, run_command  # noqa: E402
 
 # Smallest held-out improvement that counts, per stage: above the spread measured over seeds (README, "Demo").
 MIN_GAIN = {"SFT": 0.10, "Reward": 0.15, "DPO": 0.05, "GRPO": 0.05, "GKD": 2.0}
@@ -256,17 +256,17 @@ def write_report(out: str, stages: list[Stage], settings: Settings, mode: str, s
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_command(demo, argv)
+
+
+def demo(argv: list[str]) -> int:
     p = CommandParser("python -m utils.demo", __doc__, renamed={"output": "output_dir"})  # --output: one release
     p.add_argument("--output_dir", default="runs/demo", help="where models, data, report.md and plots go")
     p.add_argument("--quick", action="store_true", help="smaller settings, same stages (under 3 minutes)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--real", action="store_true", help="the real-model demo instead (utils/demo_real.py): "
                    "SmolLM2-135M-Instruct learns to answer in one sentence (default DIR runs/demo_real)")
-    try:
-        a = p.parse_args(argv)
-    except UserError as e:  # as utils.errors.run_command: one paragraph, no traceback, exit code 2
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    a = p.parse_args(argv)
     if a.real:
         from utils.demo_real import main as real_demo
 
@@ -284,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nDemo ({mode}, seed {a.seed}) finished in {seconds:.0f} s; report: {a.output_dir}/report.md\n")
     print(table(stages))
     return 0 if all(s.status == "ok" for s in stages) else 1
+
 
 if __name__ == "__main__":
     from utils.imports import hide_unused_bitsandbytes

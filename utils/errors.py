@@ -1,9 +1,12 @@
 """The one exception type for user mistakes (main_train and the module commands print its message and exit
-with code 2), `reword` for what a library still refuses late, and the parser and `main` those commands share."""
+with code 2), `reword` for what a library still refuses late, and the one command-line convention: the parser and
+`main` every `python -m utils.X` command shares, renamed flags and "did you mean" (main_train's as well)."""
 
 import argparse
 import dataclasses
+import difflib
 import re
+import sys
 
 
 class UserError(Exception):
@@ -56,25 +59,52 @@ def reword(error: Exception, common=None, config=None, where: str = "The configu
                      f"{' or '.join('--' + f for f in found)}.{hint}")
 
 
-def run_command(work, argv: list[str]) -> int:
-    """The `main` of our `python -m utils.X` commands: logging on, `work(argv)` run, and a UserError printed as one
-    `error: ...` paragraph with exit code 2 (no traceback for a user mistake)."""
+# ------------------------------------------------------------------------ the commands' convention
+def rename(argv: list[str], config: dict, renamed: dict[str, str], prog: str) -> tuple[list[str], dict]:
+    """Old flag / YAML key names still work, with a one-line notice each (main_train and every command)."""
+    for old, new in renamed.items():
+        hit = old in config
+        if hit:
+            config[new] = config.pop(old)
+        for i, arg in enumerate(argv):
+            if arg == f"--{old}" or arg.startswith(f"--{old}="):
+                argv[i], hit = f"--{new}" + arg[len(old) + 2:], True
+        if hit:
+            print(f"{prog}: --{old} is deprecated, use --{new} (the old name goes away in the next release).",
+                  file=sys.stderr)
+    return argv, config
+
+
+def did_you_mean(flag: str, options) -> str:
+    """` (did you mean --a, --b?)` for a misspelt or abbreviated flag: the options it abbreviates (shortest
+    first), then difflib's closest; '' when nothing is close."""
+    name = flag.split("=")[0].lstrip("-")
+    names = sorted({o[2:] for o in options if o.startswith("--")})
+    longer = sorted((n for n in names if n.startswith(name) and n != name), key=len)
+    close = list(dict.fromkeys(longer[:3] + difflib.get_close_matches(name, names, n=3)))[:3]
+    return f" (did you mean {', '.join('--' + c for c in close)}?)" if close else ""
+
+
+def run_command(work, argv: list[str] | None = None) -> int:
+    """The `main` of every `python -m utils.X` command: logging on, `work(argv)` run (argv: the command line's by
+    default), and a UserError printed as one `error: ...` paragraph with exit code 2 (a user's mistake never shows
+    a traceback). An int that `work` returns is the exit code; anything else means 0."""
     import logging
-    import sys
 
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
     try:
-        work(argv)
+        code = work([str(a) for a in (sys.argv[1:] if argv is None else argv)])
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    return 0
+    return code if isinstance(code, int) and not isinstance(code, bool) else 0
 
 
 class CommandParser(argparse.ArgumentParser):
-    """argparse for `python -m utils.X` commands: a bad flag is a UserError naming `--help`, flags are never
-    abbreviated, the module's docstring is the description as written, and `renamed` old flag names still work
-    with a one-line notice (utils.cli.rename)."""
+    """argparse for every `python -m utils.X` command (tests/test_commands.py holds each to it): flags are never
+    abbreviated, an unknown or abbreviated one is refused with the options it may mean, any other bad flag is a
+    UserError naming `--help` (run_command: one paragraph, exit code 2), the module's docstring is the
+    description as written, and `renamed` old flag names still work with a one-line notice (rename)."""
 
     def __init__(self, prog: str, description: str | None = None, renamed: dict[str, str] | None = None):
         super().__init__(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -82,12 +112,16 @@ class CommandParser(argparse.ArgumentParser):
         self.renamed = renamed or {}
 
     def parse_args(self, args=None, namespace=None):
-        import sys
-
-        from utils.cli import rename
-
-        args = [str(a) for a in (sys.argv[1:] if args is None else args)]
-        return super().parse_args(rename(args, {}, self.renamed, self.prog)[0], namespace)
+        args = rename([str(a) for a in (sys.argv[1:] if args is None else args)], {}, self.renamed, self.prog)[0]
+        flags = args[:args.index("--")] if "--" in args else args
+        if not {"-h", "--help"} & set(flags):  # help first, as argparse would; then unknown flags before the rest
+            known = self._option_string_actions
+            unknown = [a for a in flags if re.match(r"--?[A-Za-z]", a) and a.split("=")[0] not in known]
+            if unknown:
+                hints = "; ".join(a.split("=")[0] + did_you_mean(a, known) for a in unknown)
+                raise UserError(f"Unknown option(s) for {self.prog}: {hints}. Options are never abbreviated. "
+                                f"Run `{self.prog} --help` to list every option.")
+        return super().parse_args(args, namespace)
 
     def error(self, message):
         raise UserError(f"{message}. Run `{self.prog} --help` for every option.")

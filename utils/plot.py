@@ -1,19 +1,23 @@
 """Training curves as PNG from any run's `trainer_state.json` (every method logs every step there).
 
-    python -m utils.plot OUTPUT_DIR [--out curves.png] [--keys loss reward ...]
+    python -m utils.plot RUN_DIR [--output_dir DIR] [--keys loss reward ...]
 
-Without --keys, the panels are the run's loss, reward, accuracy, margin and KL curves (train and eval), in
-that order, up to six; learning rate, gradient norm, timings and token counts are left out.
+RUN_DIR is a training run's output_dir; the PNG goes to DIR/curves.png (default: RUN_DIR/curves.png), or to
+DIR itself when it is an image file name (.png, .svg, .pdf, .jpg: as the old `--out PNG` took, which still works).
+
+Without --keys, the panels are the run's loss, reward, accuracy, margin and KL curves (train and eval), in that
+order, up to six; learning rate, gradient norm, timings and token counts are left out.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
 import re
 import sys
+
+from utils.errors import CommandParser, UserError, run_command
 
 # Metrics worth a panel, and what is left out although it matches (spread, extremes, raw log-probs, timings).
 _WANTED = re.compile(r"loss|reward|accurac|margin|kl|score")
@@ -81,6 +85,7 @@ def plot_run(output_dir: str, out: str | None = None, title: str | None = None,
     fig.suptitle(title or os.path.basename(os.path.normpath(output_dir)), fontsize=11)
     fig.tight_layout()
     out = out or os.path.join(output_dir, "curves.png")
+    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
     fig.savefig(out, dpi=90)
     plt.close(fig)
     return out
@@ -112,20 +117,30 @@ def plot_distributions(values: dict[str, list[float]], out: str, title: str, xla
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("output_dir", help="a training run's output_dir (holds trainer_state.json)")
-    p.add_argument("--out", help="PNG path (default: OUTPUT_DIR/curves.png)")
+    return run_command(plot, argv)
+
+
+def plot(argv: list[str]) -> None:
+    p = CommandParser("python -m utils.plot", __doc__, renamed={"out": "output_dir"})  # --out: one release
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a training run's output_dir (holds trainer_state.json)")
+    p.add_argument("--output_dir", help="where curves.png goes (default: RUN_DIR); an image file name "
+                                        "(.png, .svg, .pdf, .jpg) is the file itself")
     p.add_argument("--keys", nargs="+", help="metric names from log_history to draw (default: loss, reward, "
                                              "accuracy, margin, KL curves)")
     p.add_argument("--title")
     a = p.parse_args(argv)
+    out = a.output_dir
+    if out is not None and os.path.splitext(out)[1].lower() not in (".png", ".svg", ".pdf", ".jpg", ".jpeg"):
+        out = os.path.join(out, "curves.png")
     try:
-        path = plot_run(a.output_dir, a.out, a.title, a.keys)
-    except (OSError, ValueError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(path)
-    return 0
+        print(plot_run(a.run_dir, out, a.title, a.keys))
+    except FileNotFoundError as e:
+        raise UserError(f"{e.filename} does not exist: RUN_DIR is a training run's output_dir (or one of its "
+                        "checkpoint-N folders), which holds trainer_state.json.") from None
+    except KeyError as e:
+        raise UserError(f"{a.run_dir}/trainer_state.json has no {e} entry: is it a trainer's state file?") from None
+    except (OSError, ValueError) as e:
+        raise UserError(str(e)) from None
 
 
 if __name__ == "__main__":

