@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from utils.models import DTYPE_HELP, DTYPES
+from utils.model.loading import DTYPE_HELP, DTYPES
 
 TRAIN_MODES = ("full", "lora", "qlora")
 
@@ -72,7 +72,7 @@ class CommonArgs:
         metadata={"help": "Python reward functions as `module:function` or `path/to/file.py:function`."},
     )
     dtype: str = field(default="auto", metadata={"help": DTYPE_HELP, "choices": DTYPES})
-    # Evaluation after training (utils/evaluate.py)
+    # Evaluation after training (utils/evaluation/run.py)
     evaluate_after: bool = field(
         default=False, metadata={"help": "After training, compare the final model with --model_name_or_path on "
                                          "--eval_prompts_path (win rate, reward, KL, length; README, Evaluate) and "

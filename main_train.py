@@ -25,10 +25,10 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 # TRL 1.16 and peft read transformers 5.23's deprecated `is_gradient_checkpointing`; nothing a user can act on.
 warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
-from utils import cli  # noqa: E402
-from utils.errors import UserError  # noqa: E402
-from utils.outputs import resume_command, save_outputs, undo_output_dir  # noqa: E402
-from utils.parser import general_help, make_parser, method_key, option_strings, write_options_cache  # noqa: E402,F401
+from utils.cli import args as cli  # noqa: E402
+from utils.core.errors import UserError  # noqa: E402
+from utils.runtime.outputs import resume_command, save_outputs, undo_output_dir  # noqa: E402
+from utils.cli.options import general_help, make_parser, method_key, option_strings, write_options_cache  # noqa: E402,F401
 
 log = logging.getLogger("main_train")
 EXIT_USER_ERROR, EXIT_NON_FINITE = 2, 3
@@ -53,9 +53,9 @@ def _parse(argv, yaml_config, config_path, values, cache_is_current):
     from rlhf_args import METHODS
 
     if not cache_is_current:
-        write_options_cache(METHODS)
+        write_options_cache(METHODS, CommonArgs)
     if values.get("help") and not values.get("rlhf_type"):
-        print(general_help(METHODS))
+        print(general_help(METHODS, CommonArgs))
         sys.exit(0)
     method = METHODS[method_key(values.get("rlhf_type"), [m.name for m in METHODS.values()])]
     parser = make_parser([CommonArgs, method.config])
@@ -78,10 +78,10 @@ def _parse(argv, yaml_config, config_path, values, cache_is_current):
 
 
 def check_args(method, common, config) -> None:
-    """What holds for every method beyond the ranges of the config's own options (utils/option_checks.py, checked
+    """What holds for every method beyond the ranges of the config's own options (utils/cli/option_checks.py, checked
     as the config is built); the method's own rules with the data are its `check`."""
     from common_args import TRAIN_MODES
-    from utils.option_checks import check_adapter
+    from utils.cli.option_checks import check_adapter
 
     if common.train_mode not in TRAIN_MODES:
         raise UserError(f"--train_mode {common.train_mode!r} is not a mode; expected one of {', '.join(TRAIN_MODES)}.")
@@ -107,35 +107,35 @@ def check_args(method, common, config) -> None:
 class Needs:
     """What a trainer takes besides model, data and tokenizer, checked; build_trainer builds it."""
 
-    rewards: object = None  # utils.rewards.RewardSources
-    teacher_tokenizer: object = None  # utils.distill.check_teacher
-    critic: object = None  # utils.ppo_models.CriticPlan
-    evaluation: object = None  # utils.evaluate.Plan: --evaluate_after, run once the final model is saved
-    data_report: dict | None = None  # utils.lengths.report, written to output_dir/data_report.json
-    origin: object = None  # i -> FILE:LINE of training row i (utils.row_trace.row_origin), for the NaN guard
+    rewards: object = None  # utils.model.rewards.RewardSources
+    teacher_tokenizer: object = None  # utils.trainers.distill.check_teacher
+    critic: object = None  # utils.ppo.models.CriticPlan
+    evaluation: object = None  # utils.evaluation.run.Plan: --evaluate_after, run once the final model is saved
+    data_report: dict | None = None  # utils.data.lengths.report, written to output_dir/data_report.json
+    origin: object = None  # i -> FILE:LINE of training row i (utils.runtime.row_trace.row_origin), for the NaN guard
 
 
 def check_needs(method, common, config, tokenizer, train, rows=None) -> Needs:
     if method.check:
         method.check(common, config, train.column_names)
-    from utils.lengths import check_and_report
+    from utils.data.lengths import check_and_report
 
     needs = Needs(data_report=check_and_report(rows, config, method.drops))
     if method.rewards:
-        from utils.rewards import check_reward_sources
+        from utils.model.rewards import check_reward_sources
 
         needs.rewards = check_reward_sources(common.reward_model_path, common.reward_funcs, config.reward_weights,
                                              config.trust_remote_code)
     if method.teacher:
-        from utils.distill import check_teacher
+        from utils.trainers.distill import check_teacher
 
         needs.teacher_tokenizer = check_teacher(config, tokenizer)
     if method.critic:
-        from utils.ppo_models import check_critic
+        from utils.ppo.models import check_critic
 
         needs.critic = check_critic(common, config, tokenizer, needs.rewards)
     if common.evaluate_after or common.eval_prompts_path:
-        from utils.evaluate import check_after_training
+        from utils.evaluation.run import check_after_training
 
         needs.evaluation = check_after_training(method, common, config, tokenizer, needs.rewards)
     return needs
@@ -143,7 +143,7 @@ def check_needs(method, common, config, tokenizer, train, rows=None) -> Needs:
 
 def load_data(method, common, tokenizer, rows: dict | None = None, config=None):
     """Train (and eval) datasets; `rows`: the data as the early checks read it (filled in here when empty)."""
-    from utils.data import train_and_eval
+    from utils.data.loading import train_and_eval
 
     return train_and_eval(common, method.data, tokenizer, {} if rows is None else rows, getattr(config, "seed", 0),
                           getattr(config, "assistant_only_loss", False))
@@ -164,22 +164,22 @@ def check_phase(argv: list[str]):
         options = set(entry["options"])
         cli.refuse_unknown(*cli.unknown(argv, yaml_config, options), options, entry["name"], config_path)
     cli.check_paths(values)
-    from utils.formats import DataOptions
+    from utils.data.formats import DataOptions
 
     options = DataOptions.of(values)
     if cache is not None and options is not None:
-        from utils.data import check_rows
+        from utils.data.loading import check_rows
 
         for what in ("train_data_path", "eval_data_path"):
             if values.get(what):
                 rows[what] = check_rows(values[what], entry["data"], what, options)
     method, common, config = _parse(argv, yaml_config, config_path, values, cache is not None)
-    from utils.models import load_tokenizer
+    from utils.model.loading import load_tokenizer
 
     tokenizer = load_tokenizer(common.tokenizer_name_or_path or common.model_name_or_path, config.trust_remote_code)
     train, evals = load_data(method, common, tokenizer, rows, config)
     needs = check_needs(method, common, config, tokenizer, train, rows.get("train_data_path"))
-    from utils.row_trace import row_origin
+    from utils.runtime.row_trace import row_origin
 
     needs.origin = row_origin(train, rows.get("train_data_path"))
     return method, common, config, tokenizer, train, evals, needs
@@ -187,10 +187,10 @@ def check_phase(argv: list[str]):
 
 # ------------------------------------------------------------------------------------- build phase
 def build_trainer(method, common, config, tokenizer, train, evals, callbacks, needs: Needs | None = None):
-    from utils import gguf
-    from utils.distributed import shared_datasets
-    from utils.errors import reword
-    from utils.models import has_experts, load_model, lora_config, resolve_dtype
+    from utils.model import gguf
+    from utils.core.distributed import shared_datasets
+    from utils.core.errors import reword
+    from utils.model.loading import has_experts, load_model, lora_config, resolve_dtype
 
     needs = needs or check_needs(method, common, config, tokenizer, train)
     dtype = resolve_dtype(common.dtype, config.bf16, config.fp16)
@@ -202,18 +202,18 @@ def build_trainer(method, common, config, tokenizer, train, evals, callbacks, ne
         # DDP's search for unused ones whenever activation checkpointing is off (an extra autograd walk per step, and
         # a warning). Mixture-of-experts models keep it: unrouted experts get none. bench/RESULTS.md, DDP.
         config.ddp_find_unused_parameters = False
-    try:  # what peft, TRL or DeepSpeed still refuse once the model is there, named by our flags (utils/errors.py)
+    try:  # what peft, TRL or DeepSpeed still refuse once the model is there, named by our flags (utils/core/errors.py)
         peft_config = lora_config(common, method.head, model)
         kwargs = dict(model=model, args=config, train_dataset=train, eval_dataset=evals, processing_class=tokenizer,
                       callbacks=callbacks, peft_config=peft_config)
         if needs.rewards is not None:
             kwargs["reward_funcs"] = needs.rewards.build(dtype)
         if needs.teacher_tokenizer is not None:
-            from utils.distill import load_teacher
+            from utils.trainers.distill import load_teacher
 
             kwargs["teacher_model"] = load_teacher(config, needs.teacher_tokenizer, dtype)
         if needs.critic is not None:
-            from utils.ppo_models import build_ppo_models
+            from utils.ppo.models import build_ppo_models
 
             kwargs.update(build_ppo_models(needs.critic, common, config, tokenizer, dtype, model,
                                            kwargs["reward_funcs"], peft_config))
@@ -263,12 +263,12 @@ def _main(argv: list[str]) -> int:
         method, common, config, tokenizer, train, evals, needs = check_phase(argv)
         out = config.output_dir
         before = set(os.listdir(out)) if os.path.isdir(out) else None
-        from utils.callbacks import StopOnNonFinite, StopOnSignal
+        from utils.runtime.callbacks import StopOnNonFinite, StopOnSignal
 
         guard = StopOnNonFinite()
         trainer = build_trainer(method, common, config, tokenizer, train, evals, [guard], needs)
         guard.attach(trainer, needs.origin)
-        from utils.lengths import write
+        from utils.data.lengths import write
 
         write(needs.data_report, out)
     except UserError as e:
@@ -289,8 +289,8 @@ def _main(argv: list[str]) -> int:
     except RuntimeError as e:  # sampling on non-finite probabilities (online methods): the NaN guard's verdict
         if not guard.sampling_failed(trainer, e):
             raise
-    except (ValueError, NotImplementedError) as e:  # a library's late refusal of a flag's value (utils/errors.py)
-        from utils.errors import reword
+    except (ValueError, NotImplementedError) as e:  # a library's late refusal of a flag's value (utils/core/errors.py)
+        from utils.core.errors import reword
 
         user = reword(e, common, config, f"{method.name} training", named_only=True)
         if user is None:
@@ -314,17 +314,17 @@ def _main(argv: list[str]) -> int:
     save_outputs(trainer, tokenizer, config.output_dir)
     log.info("saved to %s", config.output_dir)
     if needs.evaluation is not None:  # the final model against the starting model, into output_dir/eval
-        from utils.evaluate import run_after_training
+        from utils.evaluation.run import run_after_training
 
         return run_after_training(needs.evaluation)
     return 0
 
 
 if __name__ == "__main__":
-    from utils.imports import hide_unused_bitsandbytes
+    from utils.core.imports import hide_unused_bitsandbytes
 
     hide_unused_bitsandbytes(sys.argv[1:])
     code = main()
-    from utils.distributed import exit_process
+    from utils.core.distributed import exit_process
 
     exit_process(code)

@@ -62,7 +62,7 @@ def our_values(trl_config, ours) -> dict:
             continue
         mine = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         theirs = t.default_factory() if t.default_factory is not dataclasses.MISSING else t.default
-        # padding_free: ours packs rows (utils/padding_free.py); TRL 1.16's DPO ignores the flag and its SFT one is
+        # padding_free: ours packs rows (utils/trainers/padding_free.py); TRL 1.16's DPO ignores the flag and its SFT one is
         # another method (one flattened row, refused beside max_length): not a TRL setting, so left at TRL's value.
         # For the wrapper's own overhead at equal work, compare bare-same with "wrapper:--padding_free false".
         if mine != theirs and f.name not in ("output_dir", "bf16", "padding_free"):

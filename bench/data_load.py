@@ -1,4 +1,4 @@
-"""Loading + validating a large preference file: ours (utils.data: stream, convert, check every row, write Arrow,
+"""Loading + validating a large preference file: ours (utils.data.loading: stream, convert, check every row, write Arrow,
 memory-map it) against `datasets.load_dataset("json", data_files=...)` (Arrow's JSON reader, no row checks) on the
 same file. Each run is a fresh process; the two are interleaved; median of --rounds; wall time and peak RSS as
 the process itself reports them (ru_maxrss).
@@ -31,10 +31,10 @@ import os, resource, sys, time
 start = time.perf_counter()
 which, path, scratch = sys.argv[1:4]
 if which.startswith("ours"):
-    from utils.data import check_rows, to_dataset
+    from utils.data.loading import check_rows, to_dataset
     if which == "ours_row_by_row":  # the path conversational rows and converted formats take
-        import utils.fast_json
-        utils.fast_json.eligible = lambda real: False
+        import utils.data.fast_json
+        utils.data.fast_json.eligible = lambda real: False
     n = len(to_dataset(check_rows(path, "preference")))
 else:
     from datasets import load_dataset

@@ -47,7 +47,7 @@ def main() -> int:
     p.add_argument("--hidden", type=int, default=256)
     a = p.parse_args()
     sys.path.insert(0, str(ROOT))
-    from utils.tiny_model import make_tiny
+    from utils.toy.tiny_model import make_tiny
 
     sys.path.insert(0, str(ROOT / "tests"))
     from conftest import style_pairs, write_jsonl

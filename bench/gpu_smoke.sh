@@ -51,7 +51,7 @@ import json, random, sys
 import torch
 from transformers import AutoModelForCausalLM, Qwen2Config
 
-from utils.tiny_model import WORDS, build_tokenizer
+from utils.toy.tiny_model import WORDS, build_tokenizer
 
 out = sys.argv[1]
 tok = build_tokenizer()  # 512 real tokens; the embedding has Qwen2-0.5B's 151936 rows, as real checkpoints pad theirs
@@ -166,7 +166,7 @@ def build_with_meter(*args, **kwargs):
 
 main_train.build_trainer = build_with_meter
 code = main_train.main(sys.argv[1:])
-from utils.distributed import end_processes  # noqa: E402
+from utils.core.distributed import end_processes  # noqa: E402
 
 end_processes()
 sys.exit(code)

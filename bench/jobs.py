@@ -1,7 +1,7 @@
 """What every benchmark run shares: the model sizes, the data, and the "job" flags that define the
 work (batch, steps, lengths), given identically to `main_train.py` and to `bench/bare_trl.py`.
 
-Sizes: two tiny random models, and "smollm2" = the real pretrained SmolLM2-135M-Instruct (utils/smollm2.py) with
+Sizes: two tiny random models, and "smollm2" = the real pretrained SmolLM2-135M-Instruct (utils/toy/smollm2.py) with
 chat-format data of realistic length (bench/real_data.py) and 32 sampled tokens for the online methods.
 
 Everything not in JOB is left to each side's defaults: ours (rlhf_args/) or TRL's. The only TRL default
@@ -63,7 +63,7 @@ def rlhf_type(method: str) -> str:
 
 def model_path(size: str) -> str:
     if size == REAL:
-        from utils.smollm2 import hf_dir
+        from utils.toy.smollm2 import hf_dir
 
         return str(hf_dir())
     return str(OUT / "models" / size)
@@ -93,7 +93,7 @@ def job_flags(method: str, size: str, steps: int, out_dir: Path) -> list[str]:
 # ------------------------------------------------------------------------------------------ building
 def _text(rng: random.Random, tokenizer, n_tokens: int) -> str:
     """Random words from the tiny tokenizer's corpus, grown until the text is n_tokens long."""
-    from utils.tiny_model import WORDS
+    from utils.toy.tiny_model import WORDS
 
     words = []
     while len(tokenizer(" ".join(words))["input_ids"]) < n_tokens:
@@ -104,7 +104,7 @@ def _text(rng: random.Random, tokenizer, n_tokens: int) -> str:
 def build(n_rows: int = 64, sizes=("0.2M", "3.5M")) -> None:
     """Models of both tiny sizes (plus a 1-label reward model per size for PPO) and one file per data kind; the
     real model's chat data when asked for."""
-    from utils.tiny_model import make_tiny
+    from utils.toy.tiny_model import make_tiny
 
     if REAL in sizes:
         import real_data

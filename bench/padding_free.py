@@ -1,4 +1,4 @@
-"""Padded vs padding-free (utils/padding_free.py): seconds per training step on length-varied rows.
+"""Padded vs padding-free (utils/trainers/padding_free.py): seconds per training step on length-varied rows.
 
     OMP_NUM_THREADS=1 python bench/padding_free.py --method dpo --model real --batch 2 --steps 4
 
@@ -50,7 +50,7 @@ def load(model: str):
 
         path = hf_dir()
         return AutoTokenizer.from_pretrained(path), AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    from utils.tiny_model import build_model, build_tokenizer
+    from utils.toy.tiny_model import build_model, build_tokenizer
 
     tok = build_tokenizer()
     return tok, build_model(tok, hidden_size=256, num_layers=4)
@@ -61,7 +61,7 @@ def trainers(method: str, tok, model, data, batch: int, out: str):
 
     from datasets import Dataset
 
-    from utils import padding_free as pf
+    from utils.trainers import padding_free as pf
 
     if method == "dpo":
         from trl import DPOTrainer

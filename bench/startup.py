@@ -13,7 +13,7 @@ Cases (the launches are interleaved, one process at a time, OMP_NUM_THREADS=1):
   bad_row        a DPO command whose 10,000-row data file lacks `rejected` at line 3
   missing_model  a DPO command whose --model_name_or_path does not exist
   bad_row_cold   bad_row with the options cache removed first (the first launch after an args file or TRL
-                 changed; that launch rebuilds it, utils/cli.py)
+                 changed; that launch rebuilds it, utils/cli/args.py)
 Each should exit with code 2 (0 for --help); a launch that does not is marked WRONG with its exit code.
 """
 
@@ -36,7 +36,7 @@ ENV = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", HF_HUB_OFFL
 
 def cases(tmp: Path) -> dict[str, tuple[list[str], int]]:
     sys.path.insert(0, str(ROOT))
-    from utils.tiny_model import make_tiny
+    from utils.toy.tiny_model import make_tiny
 
     model = make_tiny(str(tmp / "model"))
     good = {"prompt": "What is 2+3?", "chosen": "5", "rejected": "6"}

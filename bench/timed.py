@@ -85,7 +85,7 @@ PATCHES = {"transformers.trainer_callback": _patch, "transformers.generation.uti
 
 class _PatchOnImport(importlib.abc.MetaPathFinder):
     """Patches `transformers.trainer_callback` when the script imports it: importing it here would import peft
-    and bitsandbytes into runs that never would (utils.imports.hide_unused_bitsandbytes), i.e. measure our imports."""
+    and bitsandbytes into runs that never would (utils.core.imports.hide_unused_bitsandbytes), i.e. measure our imports."""
 
     def __init__(self):
         self.todo = dict(PATCHES)

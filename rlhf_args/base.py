@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from transformers.trainer_utils import SaveStrategy
 
-from utils.models import bf16_supported
+from utils.model.loading import bf16_supported
 
 
 @dataclass(frozen=True)
@@ -23,16 +23,16 @@ class Method:
     name: str  # as the user writes it (--rlhf_type, case-insensitive)
     config: type  # the TRL config class with our defaults
     trainer: Callable[[], type]  # returns the trainer class; its import runs only when the method runs
-    data: str  # data kind, see utils.data.SCHEMAS
+    data: str  # data kind, see utils.data.loading.SCHEMAS
     head: str = "causal"  # "causal" (AutoModelForCausalLM) or "score" (AutoModelForSequenceClassification)
     rewards: bool = False  # reward sources (--reward_model_path / --reward_funcs) -> trainer kwarg reward_funcs
     teacher: bool = False  # --teacher_model_name_or_path, tokenizer checked first -> trainer kwarg teacher_model
-    # PPO's models built by us (utils/ppo_models.py) -> trainer kwargs critic and ref_model (the frozen reference in
+    # PPO's models built by us (utils/ppo/models.py) -> trainer kwargs critic and ref_model (the frozen reference in
     # full mode). Every other method's reference, if it has one, is kept by its TRL trainer (a frozen copy in full
     # mode, the policy with its adapter switched off in lora / qlora); its args file says which.
     critic: bool = False
     fp16_ok: bool = True  # False: the loss is known to break in fp16
-    # What TRL does with a row longer than max_length, for the length report (utils/lengths.py): "prompt_fills"
+    # What TRL does with a row longer than max_length, for the length report (utils/data/lengths.py): "prompt_fills"
     # (truncated; dropped when its prompt alone fills max_length), "too_long" (dropped whole).
     drops: str = "prompt_fills"
     # check(common, config, columns): the method's own combinations with the common options and the data, and
@@ -60,7 +60,7 @@ class OurDefaults:
     # transformers 5.23 renamed it and warns whenever the old name is set, even to False: unset here (TRL's default
     # is True), and a user's --gradient_checkpointing is moved to the new name in __post_init__.
     gradient_checkpointing: bool | None = None
-    # The method's own ranges and choices (utils/option_checks.py rules), checked with the shared ones before TRL's
+    # The method's own ranges and choices (utils/cli/option_checks.py rules), checked with the shared ones before TRL's
     # __post_init__ sees a value. Not a field: a class attribute, set in the method's args file.
     option_rules = ()
 
@@ -71,7 +71,7 @@ class OurDefaults:
         # runs hundreds of times slower, so an unset bf16 means "bf16 where the hardware has it".
         if self.bf16 is None and not self.fp16:
             self.bf16 = bf16_supported()
-        from utils.option_checks import check_options
+        from utils.cli.option_checks import check_options
 
         check_options(self, self.option_rules)
         import torch
@@ -79,13 +79,13 @@ class OurDefaults:
         if not torch.cuda.is_available():  # pinned memory needs an accelerator; torch warns on every dataloader
             self.dataloader_pin_memory = False
         # Under `accelerate launch` / torchrun without CUDA: the gloo backend, set before devices are set up.
-        from utils.distributed import cpu_launch_defaults
+        from utils.core.distributed import cpu_launch_defaults
 
         cpu_launch_defaults(self)
         try:
             super().__post_init__()
         except ValueError as e:  # what TRL / transformers still refuse, named by our flags
-            from utils.errors import reword
+            from utils.core.errors import reword
 
             raise reword(e, None, self, f"The {type(self).__name__.removesuffix('Args')} configuration") from e
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from trl.experimental.cpo import CPOConfig
 
 from rlhf_args.base import Method, OurDefaults
-from utils.errors import UserError
-from utils.option_checks import in_range, one_of, positive
+from utils.core.errors import UserError
+from utils.cli.option_checks import in_range, one_of, positive
 
 
 @dataclass
@@ -23,7 +23,7 @@ class CPOArgs(OurDefaults, CPOConfig):
     beta: float = 0.1
     loss_type: str = "sigmoid"
     cpo_alpha: float = 1.0
-    # Not a field of TRL's CPOConfig: utils/padding_free.py packs each batch into as few rows as fit, no padding.
+    # Not a field of TRL's CPOConfig: utils/trainers/padding_free.py packs each batch into as few rows as fit, no padding.
     padding_free: bool = field(default=False, metadata={"help": "Pack each batch into rows without padding."})
     # TRL's CPOTrainer knows these (alphapo: simpo with cpo_alpha 0); another would fail at the first step.
     option_rules = (positive("beta"), one_of("loss_type", ("sigmoid", "hinge", "ipo", "simpo", "alphapo"),
@@ -57,7 +57,7 @@ def check_simpo(common, config, columns) -> None:
 
 
 def trainer():
-    from utils.padding_free import PaddingFreeCPOTrainer  # TRL's CPOTrainer, plus `padding_free`
+    from utils.trainers.padding_free import PaddingFreeCPOTrainer  # TRL's CPOTrainer, plus `padding_free`
 
     return PaddingFreeCPOTrainer
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from trl import DPOConfig
 
 from rlhf_args.base import Method, OurDefaults
-from utils.option_checks import no_sync_with_precompute, one_of, positive
+from utils.cli.option_checks import no_sync_with_precompute, one_of, positive
 
 # TRL 1.16's DPO losses (dpo_trainer.py); an unknown one would fail only at the first training step.
 LOSSES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot", "aot_unpaired",
@@ -43,7 +43,7 @@ class DPOArgs(OurDefaults, DPOConfig):
     # Reference log-probs computed once before training, then no reference model is kept (full mode) and no
     # reference forward runs per step: 1.36x tokens/s, -1.4 % peak RSS (bench/RESULTS.md, 3.5M params, full).
     precompute_ref_log_probs: bool = True
-    # Rows packed without padding (utils/padding_free.py; TRL 1.16 ignores the option): the same loss, rewards and
+    # Rows packed without padding (utils/trainers/padding_free.py; TRL 1.16 ignores the option): the same loss, rewards and
     # gradients (within 1e-5, fp32), and 1.18x CPU time per step on SmolLM2-135M, rows of 20-400 + 20-400 tokens,
     # batch 2 (1.18x on a 4-layer model at batch 8); a batch that cannot be packed runs as padded (0.97-1.00x)
     # (bench/RESULTS.md, "Padding-free").
@@ -57,13 +57,13 @@ class DPOArgs(OurDefaults, DPOConfig):
 
 
 def trainer():
-    from utils.padding_free import PaddingFreeDPOTrainer  # TRL's DPOTrainer, with `padding_free` working
+    from utils.trainers.padding_free import PaddingFreeDPOTrainer  # TRL's DPOTrainer, with `padding_free` working
 
     return PaddingFreeDPOTrainer
 
 
 def check(common, config, columns) -> None:
-    from utils.gguf import refuse_reference_from_file
+    from utils.model.gguf import refuse_reference_from_file
 
     refuse_reference_from_file(common, None if config.precompute_ref_log_probs else
                                "--precompute_ref_log_probs false", "--precompute_ref_log_probs true")

@@ -1,4 +1,4 @@
-"""GKD: TRL's GKDTrainer (trl.experimental), through our subclass `utils.distill.GKDTrainer`.
+"""GKD: TRL's GKDTrainer (trl.experimental), through our subclass `utils.trainers.distill.GKDTrainer`.
 Supervised KD, SeqKD and on-policy GKD are three settings of this one method:
 
     supervised KD   --lmbda 0                  teacher logits on the dataset's completions
@@ -7,7 +7,7 @@ Supervised KD, SeqKD and on-policy GKD are three settings of this one method:
 
 `beta` picks the divergence: 0 = KL(teacher || student), 1 = KL(student || teacher), in between the
 generalised JSD of Agarwal et al. (arXiv 2306.13649). `temperature` divides both models' logits in
-the loss (TRL 1.16 uses it only for sampling; see utils/distill.py) and is the sampling temperature.
+the loss (TRL 1.16 uses it only for sampling; see utils/trainers/distill.py) and is the sampling temperature.
 
 Data: SFT rows (`prompt` + `completion`, or `messages` whose last turn is the assistant's). With
 `lmbda 1` the dataset's completions are never trained on, but the rows still need one (they fix the
@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from trl.experimental.gkd import GKDConfig
 
 from rlhf_args.base import Method, OurDefaults
-from utils.errors import UserError
-from utils.option_checks import fraction
+from utils.core.errors import UserError
+from utils.cli.option_checks import fraction
 
 
 @dataclass
@@ -56,7 +56,7 @@ def check(common, config, columns) -> None:
 
 
 def trainer():
-    from utils.distill import GKDTrainer
+    from utils.trainers.distill import GKDTrainer
 
     return GKDTrainer
 

@@ -1,4 +1,4 @@
-"""GRPO: TRL's GRPOTrainer (through `utils.online_rl.GRPOTrainer`, which only adds completions.jsonl).
+"""GRPO: TRL's GRPOTrainer (through `utils.trainers.online_rl.GRPOTrainer`, which only adds completions.jsonl).
 
 For each prompt the policy samples `num_generations` completions; advantages are the rewards
 normalised within each prompt's group (`scale_rewards`: group | batch | none; Shao et al. 2024,
@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from trl import GRPOConfig
 
 from rlhf_args.base import Method, OurDefaults
-from utils.errors import UserError
-from utils.option_checks import (at_least_one, generation_batch, in_range, integer, no_sync_without_reference,
+from utils.core.errors import UserError
+from utils.cli.option_checks import (at_least_one, generation_batch, in_range, integer, no_sync_without_reference,
                                  one_of)
 
 
@@ -45,13 +45,13 @@ class GRPOArgs(OurDefaults, GRPOConfig):
 
 
 def trainer():
-    from utils.online_rl import GRPOTrainer
+    from utils.trainers.online_rl import GRPOTrainer
 
     return GRPOTrainer
 
 
 def check(common, config, columns) -> None:
-    from utils.gguf import refuse_reference_from_file
+    from utils.model.gguf import refuse_reference_from_file
 
     refuse_reference_from_file(common, f"--beta {config.beta}" if config.beta else None, "--beta 0")
     if config.sync_ref_model and common.train_mode != "full":  # GRPOTrainer raises NotImplementedError when built

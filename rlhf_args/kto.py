@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from trl import KTOConfig
 
 from rlhf_args.base import Method, OurDefaults
-from utils.option_checks import no_sync_with_precompute, positive
+from utils.cli.option_checks import no_sync_with_precompute, positive
 
 
 def _kl_batch(config) -> str | None:
@@ -43,7 +43,7 @@ def trainer():
 
 
 def check(common, config, columns) -> None:
-    from utils.gguf import refuse_reference_from_file
+    from utils.model.gguf import refuse_reference_from_file
 
     refuse_reference_from_file(common, None if config.precompute_ref_log_probs else
                                "--precompute_ref_log_probs false", "--precompute_ref_log_probs true")

@@ -1,4 +1,4 @@
-"""PPO: our `utils.ppo_trainer.PPOTrainer` (TRL dropped its PPOTrainer after 1.11); option and metric
+"""PPO: our `utils.ppo.trainer.PPOTrainer` (TRL dropped its PPOTrainer after 1.11); option and metric
 names follow TRL 1.11's PPOConfig where it had them.
 
 Per rollout batch the policy samples one completion for each of
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from transformers import TrainingArguments
 
 from rlhf_args.base import Method, OurDefaults
-from utils.errors import UserError
+from utils.core.errors import UserError
 
 
 @dataclass
@@ -73,7 +73,7 @@ class PPOArgs(OurDefaults, TrainingArguments):
 
 
 def check(common, config, columns) -> None:
-    # --max_new_tokens, --temperature, --top_p, --top_k: shared rules (utils/option_checks.py).
+    # --max_new_tokens, --temperature, --top_p, --top_k: shared rules (utils/cli/option_checks.py).
     checks = [
         (config.num_ppo_epochs >= 1, f"--num_ppo_epochs must be >= 1, got {config.num_ppo_epochs}"),
         (config.num_mini_batches >= 1, f"--num_mini_batches must be >= 1, got {config.num_mini_batches}"),
@@ -86,7 +86,7 @@ def check(common, config, columns) -> None:
 
 
 def trainer():
-    from utils.ppo_trainer import PPOTrainer
+    from utils.ppo.trainer import PPOTrainer
 
     return PPOTrainer
 

@@ -1,4 +1,4 @@
-"""RLOO: TRL's RLOOTrainer (through `utils.online_rl.RLOOTrainer`, which only adds completions.jsonl).
+"""RLOO: TRL's RLOOTrainer (through `utils.trainers.online_rl.RLOOTrainer`, which only adds completions.jsonl).
 
 For each prompt the policy samples `num_generations` completions; each completion's advantage is
 its reward minus the mean reward of the *other* completions of the same prompt (the leave-one-out
@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from trl import RLOOConfig
 
 from rlhf_args.base import Method, OurDefaults
-from utils.errors import UserError
-from utils.option_checks import at_least_one, generation_batch, in_range, integer, no_sync_without_reference
+from utils.core.errors import UserError
+from utils.cli.option_checks import at_least_one, generation_batch, in_range, integer, no_sync_without_reference
 
 
 @dataclass
@@ -43,13 +43,13 @@ class RLOOArgs(OurDefaults, RLOOConfig):
 
 
 def trainer():
-    from utils.online_rl import RLOOTrainer
+    from utils.trainers.online_rl import RLOOTrainer
 
     return RLOOTrainer
 
 
 def check(common, config, columns) -> None:
-    from utils.gguf import refuse_reference_from_file
+    from utils.model.gguf import refuse_reference_from_file
 
     refuse_reference_from_file(common, f"--beta {config.beta}" if config.beta else None, "--beta 0")
     if config.sync_ref_model and common.train_mode != "full":  # RLOOTrainer raises NotImplementedError when built

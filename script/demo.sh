@@ -4,7 +4,7 @@
 # no download. Prints a before/after table and writes DIR/report.md with plots.
 #
 #   bash script/demo.sh [--output_dir DIR] [--quick] [--seed N]
-#   bash script/demo.sh --real [--output_dir DIR] [--seed N]   # SmolLM2-135M-Instruct (utils/demo_real.py)
+#   bash script/demo.sh --real [--output_dir DIR] [--seed N]   # SmolLM2-135M-Instruct (utils/toy/demo_real.py)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash script/setup.sh

@@ -18,5 +18,5 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   DS_BUILD_OPS=0 .venv/bin/pip install -q -r requirements.txt
   echo "$want" > "$stamp"
 fi
-# The options cache (utils/cli.py): --help and the mistakes found before torch is imported are answered at once.
-.venv/bin/python -m utils.cli
+# The options cache (utils/options_cache.py): --help and the mistakes found before torch is imported are answered at once.
+.venv/bin/python -m utils.options_cache

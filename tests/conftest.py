@@ -103,14 +103,14 @@ def to_sft_rows(pairs):
 # ------------------------------------------------------------------------------------ fixtures
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory) -> Path:
-    from utils.tiny_model import make_tiny
+    from utils.toy.tiny_model import make_tiny
 
     return Path(make_tiny(str(tmp_path_factory.mktemp("tiny") / "model")))
 
 
 @pytest.fixture(scope="session")
 def tiny_nopad_dir(tmp_path_factory) -> Path:
-    from utils.tiny_model import make_tiny
+    from utils.toy.tiny_model import make_tiny
 
     return Path(make_tiny(str(tmp_path_factory.mktemp("tiny_nopad") / "model"), pad_token=False))
 

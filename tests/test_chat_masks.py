@@ -1,4 +1,4 @@
-"""Assistant-only loss on chat templates without `{% generation %}` markers (utils/chat_masks.py): the masked tokens
+"""Assistant-only loss on chat templates without `{% generation %}` markers (utils/data/chat_masks.py): the masked tokens
 are exactly each assistant turn as the template renders it (content, end-of-turn token, and the template's newline
 after it where it writes one), equal to TRL's own masks where TRL can patch the template, the same training loss
 through the command line, and rows a template renders inconsistently refused at FILE:LINE before any weights load."""
@@ -32,11 +32,11 @@ def _tokenizer(family: str, template: str | None = None):
 
         tok = AutoTokenizer.from_pretrained(hf_dir())
     elif family == "chatml":
-        from utils.tiny_model import build_tokenizer
+        from utils.toy.tiny_model import build_tokenizer
 
         tok = build_tokenizer()
     else:
-        from utils.tiny_families import build_tokenizer
+        from utils.toy.families import build_tokenizer
 
         tok = build_tokenizer(family)
     if template is not None:
@@ -46,7 +46,7 @@ def _tokenizer(family: str, template: str | None = None):
 
 def _masked_spans(tok, messages) -> list[str]:
     """The masked tokens, decoded run by run (one run per assistant turn)."""
-    from utils.chat_masks import mask_row, stop_ids
+    from utils.data.chat_masks import mask_row, stop_ids
 
     row = mask_row(messages, tok, stop_ids(tok))
     runs, cur = [], []
@@ -85,7 +85,7 @@ def test_masks_equal_trls_where_it_patches_the_template(family, messages):
     for token (ids and mask)."""
     from trl.chat_template_utils import get_training_chat_template
 
-    from utils.chat_masks import mask_row, stop_ids, trl_masks_template
+    from utils.data.chat_masks import mask_row, stop_ids, trl_masks_template
 
     tok = _tokenizer(family)
     assert trl_masks_template(tok)
@@ -100,7 +100,7 @@ def test_masks_equal_trls_where_it_patches_the_template(family, messages):
 @pytest.mark.parametrize("messages", [TWO, THINK_TWO], ids=["no-reasoning", "reasoning"])
 def test_qwen3_multi_turn_is_inconsistent(messages):
     """Qwen3's template renders an earlier turn without its think block (and its reasoning): refused, not guessed."""
-    from utils.chat_masks import Inconsistent, mask_row, stop_ids
+    from utils.data.chat_masks import Inconsistent, mask_row, stop_ids
 
     tok = _tokenizer("qwen3")
     with pytest.raises(Inconsistent, match="renders turn 2 .* differently when the conversation ends there"):
@@ -110,7 +110,7 @@ def test_qwen3_multi_turn_is_inconsistent(messages):
 def test_sft_loss_equals_trls(tmp_path):
     """One SFT step on a Llama-3 model: TRL's patched template (its own masks) and the same template TRL cannot
     recognise (a comment added: our masks) give the same loss."""
-    from utils.tiny_families import make_family
+    from utils.toy.families import make_family
 
     model = make_family("llama3", str(tmp_path / "llama3"), hidden_size=32)
     data = write_jsonl(tmp_path / "msgs.jsonl", [{"messages": TWO}, {"messages": ONE}] * 2)
@@ -135,7 +135,7 @@ def test_sft_loss_equals_trls(tmp_path):
 
 
 def _refused(tmp_path, template: str, rows, family: str = "qwen3"):
-    from utils.tiny_families import make_family
+    from utils.toy.families import make_family
 
     model = make_family(family, str(tmp_path / family), hidden_size=32)
     tok = _tokenizer(family, template)
@@ -153,7 +153,7 @@ def _refused(tmp_path, template: str, rows, family: str = "qwen3"):
 def test_inconsistent_row_refused_at_its_line(tmp_path):
     """A Qwen3-style template TRL does not recognise; the second row has two turns, the first with reasoning the
     template drops when more turns follow."""
-    from utils.tiny_families import chat_template
+    from utils.toy.families import chat_template
 
     err = _refused(tmp_path, "{#- fine-tuned -#}" + chat_template("qwen3"), [{"messages": THINK}, {"messages": THINK_TWO}])
     assert "msgs.jsonl:2: the chat template renders turn 2 (an assistant turn) differently" in err
@@ -168,7 +168,7 @@ def test_template_without_end_of_turn_refused(tmp_path):
 def test_sharegpt_on_plain_chatml_trains(tmp_path):
     """ShareGPT conversations (converted to messages) on a model whose ChatML template has no markers: TRL alone
     refused it after loading the weights; now the masks are ours and one step trains."""
-    from utils.tiny_model import make_tiny
+    from utils.toy.tiny_model import make_tiny
 
     model = make_tiny(str(tmp_path / "tiny"))
     tok = _tokenizer("chatml", CHATML)

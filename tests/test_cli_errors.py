@@ -77,7 +77,7 @@ def test_bad_row_reports_file_and_line(capsys, tmp_path, tiny_dir, data_dir):
 
 
 def test_conversational_data_without_chat_template(capsys, tmp_path, data_dir):
-    from utils.tiny_model import make_tiny
+    from utils.toy.tiny_model import make_tiny
 
     model = make_tiny(str(tmp_path / "notemplate"), chat_template=False)
     err = _run_bad(capsys, tmp_path, *_base(model, data_dir / "pref.jsonl"))

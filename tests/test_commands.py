@@ -1,4 +1,4 @@
-"""Every `python -m utils.X` command follows the one convention (utils/errors.py: CommandParser + run_command):
+"""Every `python -m utils.X` command follows the one convention (utils/core/errors.py: CommandParser + run_command):
 `--help` answers at once, before torch or transformers is imported; an abbreviated or unknown flag is one
 paragraph with the options it may mean and exit code 2, never a traceback; an old flag name still works, with a
 one-line notice. The commands are found by scanning utils/ for a `__main__` block, so a new one is covered
@@ -25,7 +25,7 @@ HEAVY = ("torch", "transformers", "trl", "peft", "datasets", "accelerate", "deep
 # renamed flags without parsing; "parse" parses the given arguments and prints the result. Either way it exits.
 _PROBE = """
 import json, runpy, sys
-from utils.errors import CommandParser
+from utils.core.errors import CommandParser
 mode, module, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
 parse = CommandParser.parse_args
 
@@ -131,7 +131,7 @@ def test_renamed_flags_found():
 
 
 def test_did_you_mean():
-    from utils.errors import did_you_mean
+    from utils.core.errors import did_you_mean
 
     options = ["--help", "--hidden_size", "--num_layers", "--output_dir"]
     assert did_you_mean("--hid", options) == " (did you mean --hidden_size?)"  # an abbreviation

@@ -1,4 +1,4 @@
-"""The CPU launch glue (utils/distributed.py cpu_launch_defaults) in each launch situation, without starting
+"""The CPU launch glue (utils/core/distributed.py cpu_launch_defaults) in each launch situation, without starting
 processes: what torchrun / accelerate set in the environment decides the process-group backend and DDP on CPU."""
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import pytest
     ({"LOCAL_RANK": "0", "WORLD_SIZE": "2", "DEEPSPEED_JSON": "1"}, "--deepspeed CONFIG.json under torchrun"),
 ])
 def test_cpu_launch_defaults(launcher, expect, monkeypatch):
-    """The CPU glue (utils/distributed.py) in each launch situation, without starting processes."""
+    """The CPU glue (utils/core/distributed.py) in each launch situation, without starting processes."""
     from types import SimpleNamespace
 
-    from utils.distributed import cpu_launch_defaults
+    from utils.core.distributed import cpu_launch_defaults
 
     for key in ("LOCAL_RANK", "WORLD_SIZE", "ACCELERATE_USE_DEEPSPEED", "ACCELERATE_USE_FSDP"):
         monkeypatch.delenv(key, raising=False)

@@ -1,4 +1,4 @@
-"""utils.data: every bad input gets one `FILE:LINE: what; expected ...` paragraph; every good format loads."""
+"""utils.data.loading: every bad input gets one `FILE:LINE: what; expected ...` paragraph; every good format loads."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from utils.data import DATA_KIND_HELP, SCHEMAS, is_conversational_row, load_dataset_checked
-from utils.errors import UserError
+from utils.data.loading import DATA_KIND_HELP, SCHEMAS, is_conversational_row, load_dataset_checked
+from utils.core.errors import UserError
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 U = lambda c: {"role": "user", "content": c}  # noqa: E731
@@ -19,14 +19,14 @@ GOOD_DPO = {"prompt": [U("Hi?")], "chosen": [A("Hello!")], "rejected": [A("Go aw
 
 @pytest.fixture(scope="module")
 def tok():
-    from utils.tiny_model import build_tokenizer
+    from utils.toy.tiny_model import build_tokenizer
 
     return build_tokenizer()
 
 
 @pytest.fixture(scope="module")
 def tok_no_template():
-    from utils.tiny_model import build_tokenizer
+    from utils.toy.tiny_model import build_tokenizer
 
     return build_tokenizer(chat_template=False)
 

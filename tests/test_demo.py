@@ -1,6 +1,6 @@
 """The README's demo (`python -m utils.demo --quick`): every stage runs through main_train and each held-out
 metric improves by at least the margin documented in utils/demo.py (MIN_GAIN, above the noise measured over
-seeds), and each policy stage beats the model it started from (win rate by utils/evaluate.py); report.md and
+seeds), and each policy stage beats the model it started from (win rate by utils/evaluation/run.py); report.md and
 valid PNG curves are written. Also the rule and `python -m utils.plot` on their own."""
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def test_plot_command(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert _valid_png(tmp_path / "curves.png")
-    from utils.plot import curves, load_history
+    from utils.evaluation.plots import curves, load_history
 
     assert list(curves(load_history(str(tmp_path)))) == ["loss", "reward"]  # no lr, grad norm or timings
     empty = tmp_path / "empty"
@@ -73,7 +73,7 @@ def test_quick_demo_every_stage_learns(tmp_path):
         assert s["gain"] >= results["min_gain"][name], f"{name}: gain {s['gain']:.3f} {s['status']}"
         assert s["status"] == "ok", name
     assert stages["GKD"]["after"] < stages["GKD"]["before"]  # divergence: lower is better
-    # Win rate of each policy stage over the model it started from, under the rule, by utils/evaluate.py: every
+    # Win rate of each policy stage over the model it started from, under the rule, by utils/evaluation/run.py: every
     # stage's interval lies above 0.5 (the reward model does not generate: no win rate).
     assert stages["Reward"]["win_rate"] is None
     for name in ("SFT", "DPO", "GRPO", "GKD"):

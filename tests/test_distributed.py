@@ -169,7 +169,7 @@ def char_code_reward(completions, **kwargs):
 
 @pytest.fixture(scope="module")
 def paths(tiny_dir, data_dir, tmp_path_factory) -> dict:
-    from utils.tiny_model import make_tiny
+    from utils.toy.tiny_model import make_tiny
 
     root = tmp_path_factory.mktemp("dist")
     teacher = make_tiny(str(root / "teacher"), hidden_size=96)  # seed 0: the student's tokenizer
@@ -293,6 +293,6 @@ def test_launch_script_two_machines(paths, launches, tmp_path):
 
 if __name__ == "__main__":  # the driver, started by _launch
     os.chdir(ROOT)
-    from utils.distributed import exit_process
+    from utils.core.distributed import exit_process
 
     exit_process(drive(sys.argv[1]))

@@ -1,4 +1,4 @@
-"""Evaluation (utils/evaluate.py): a model trained toward a rule reward beats its start (win-rate interval above
+"""Evaluation (utils/evaluation/run.py): a model trained toward a rule reward beats its start (win-rate interval above
 0.5, reward up), one trained away from it loses; a model against itself ties with KL 0; reward-source and implied
 DPO accuracies on pair files whose answers are known by construction; 2 processes give the numbers of 1; bad input
 is one paragraph, exit code 2, nothing written."""
@@ -53,7 +53,7 @@ def ev(tmp_path_factory) -> Path:
 
 
 def _evaluate(*args) -> int:
-    from utils import evaluate
+    from utils.evaluation import run as evaluate
 
     return evaluate.main([str(a) for a in args])
 
@@ -101,7 +101,7 @@ def test_trained_toward_and_away_from_a_rule(tiny_dir, ev, tmp_path):
 
     # The files agree with the numbers: each score is the rule on its completion, and the win rate worked out by
     # hand from the samples (per prompt, every model x baseline pair, ties half) is the one reported.
-    from utils.eval_stats import win_share
+    from utils.evaluation.stats import win_share
 
     rows = _samples(toward / "eval")
     assert len(rows) == 32 * 4 and {r["index"] for r in rows} == set(range(32))
@@ -126,7 +126,7 @@ def _reward_model(path: Path) -> Path:
     """A tiny reward model with its own tokenizer (another vocabulary than the policy's), fixed random head."""
     from transformers import AutoModelForSequenceClassification
 
-    from utils.tiny_model import make_tiny
+    from utils.toy.tiny_model import make_tiny
 
     make_tiny(str(path), hidden_size=32, vocab_size=400, seed=3)
     torch.manual_seed(3)
@@ -135,7 +135,7 @@ def _reward_model(path: Path) -> Path:
 
 
 def _direct_score(rm, tok, messages) -> float:
-    """The reward model on its own chat template's text, one row at a time (independent of utils/rewards.py)."""
+    """The reward model on its own chat template's text, one row at a time (independent of utils/model/rewards.py)."""
     text = tok.apply_chat_template(messages, tokenize=False)
     with torch.no_grad():
         return rm(**tok(text, return_tensors="pt", add_special_tokens=False)).logits[0, 0].item()

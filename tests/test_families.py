@@ -1,4 +1,4 @@
-"""Real model families (utils/tiny_families.py): tiny Llama-3, Gemma-2, Phi-3, Qwen3 and GPT-2 models with their
+"""Real model families (utils/toy/families.py): tiny Llama-3, Gemma-2, Phi-3, Qwen3 and GPT-2 models with their
 own token conventions. Their conventions hold after a save / load round trip; every method trains two steps on
 every family from the command-line entry point and its output reloads; a reward model of each family scores
 (RewardModelScorer) exactly as the model does on the token ids TRL's RewardTrainer trains on."""
@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from conftest import addition_pairs, log_history, run_main, to_kto_rows, to_reward_rows, to_sft_rows, write_jsonl
-from utils.tiny_families import FAMILIES, SPECS
+from utils.toy.families import FAMILIES, SPECS
 
 CHAT = [f for f in FAMILIES if SPECS[f]["template"]]
 REWARDS = '''
@@ -31,7 +31,7 @@ def length_reward(prompts, completions, **kwargs):
 def fam(tmp_path_factory):
     """fam(name, hidden=32) -> the saved model directory, built once per (family, width); same seed, same
     tokenizer, so a wider model of the family is a teacher for the narrower one."""
-    from utils.tiny_families import make_family
+    from utils.toy.families import make_family
 
     root, built = tmp_path_factory.mktemp("families"), {}
 
@@ -74,7 +74,7 @@ def test_data_helpers_have_the_shapes_used_here():
 def test_family_conventions(name, fam):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from utils.tiny_families import build_tokenizer
+    from utils.toy.families import build_tokenizer
 
     path, spec = fam(name), SPECS[name]
     tok, model = AutoTokenizer.from_pretrained(path), AutoModelForCausalLM.from_pretrained(path)
@@ -254,7 +254,7 @@ SCORES = [(f, c) for f in FAMILIES for c in ("plain", "chat") if c == "plain" or
 def test_reward_scorer_matches_reward_trainer_tokens(name, style, fam, tmp_path):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from utils.rewards import RewardModelScorer
+    from utils.model.rewards import RewardModelScorer
 
     rm = tmp_path / "rm"
     torch.manual_seed(0)

@@ -1,4 +1,4 @@
-"""Data as users have it (utils/formats.py, utils/sources.py, utils/mixture.py, utils/lengths.py): every format
+"""Data as users have it (utils/data/formats.py, utils/data/sources.py, utils/data/mixture.py, utils/data/lengths.py): every format
 converted to hand-written rows and trained on for a step; implicit prompts; ranked answers to pairs; KTO from
 pairs; shard folders, splits and the hub cache; mixtures; the length report against a hand-counted file."""
 
@@ -11,9 +11,9 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import FAST, run_main, write_jsonl
-from utils.data import check_rows, load_dataset_checked, to_dataset
-from utils.errors import UserError
-from utils.formats import DataOptions
+from utils.data.loading import check_rows, load_dataset_checked, to_dataset
+from utils.core.errors import UserError
+from utils.data.formats import DataOptions
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 U = (lambda text: {"role": "user", "content": text})
@@ -196,7 +196,7 @@ def test_mixture_proportions_and_repetition(tmp_path, capsys):
 
 
 def test_a_new_field_or_a_wider_type_after_the_first_batch(tmp_path, monkeypatch):
-    monkeypatch.setattr("utils.arrow_sink.BATCH", 2)
+    monkeypatch.setattr("utils.data.arrow_sink.BATCH", 2)
     rows = [{"prompt": "p", "answer": 1}, {"prompt": "q"}, {"prompt": "r", "answer": 2.5, "id": "x"}]
     assert rows_of(write_jsonl(tmp_path / "w.jsonl", rows), "prompt") == [
         {"prompt": "p", "answer": 1.0, "id": None}, {"prompt": "q", "answer": None, "id": None},
@@ -221,7 +221,7 @@ def word_tokenizer():
 
 
 def test_length_report_matches_a_hand_count(tmp_path, word_tokenizer):
-    from utils.lengths import check_and_report, measure, report
+    from utils.data.lengths import check_and_report, measure, report
 
     w = lambda n: " ".join(["w1"] * n)  # noqa: E731
     # prompt words / chosen words / rejected words -> tokens: prompt +1 (BOS), answers +1 (EOS)
@@ -287,19 +287,19 @@ def test_one_step_on_each_format(case, tiny_dir, tmp_path):
 
 # ------------------------------------------------------------------------------ the column-wise fast path
 def test_fast_path_equals_row_by_row_and_defers_to_it(tmp_path, monkeypatch):
-    import utils.fast_json
+    import utils.data.fast_json
 
-    monkeypatch.setattr(utils.fast_json, "MIN_BYTES", 0)  # small files go row by row otherwise
+    monkeypatch.setattr(utils.data.fast_json, "MIN_BYTES", 0)  # small files go row by row otherwise
     pairs = [{"prompt": f"p{i}", "chosen": "a", "rejected": "b", "id": i} for i in range(3000)]
     path = write_jsonl(tmp_path / "f.jsonl", pairs)
     calls = []
-    read = utils.fast_json.read
-    monkeypatch.setattr(utils.fast_json, "read", lambda *a: calls.append(read(*a)) or calls[-1])
+    read = utils.data.fast_json.read
+    monkeypatch.setattr(utils.data.fast_json, "read", lambda *a: calls.append(read(*a)) or calls[-1])
     fast = check_rows(str(path), "preference")
     assert calls == [3000] and fast.where(2999) == f"{path}:3000"
-    monkeypatch.setattr(utils.fast_json, "eligible", lambda real: False)
+    monkeypatch.setattr(utils.data.fast_json, "eligible", lambda real: False)
     assert to_dataset(fast).to_list() == to_dataset(check_rows(str(path), "preference")).to_list() == pairs
-    monkeypatch.setattr(utils.fast_json, "eligible", lambda real: True)
+    monkeypatch.setattr(utils.data.fast_json, "eligible", lambda real: True)
     # each doubt sends the file row by row, which names the line
     for n, bad in ((2500, {"prompt": "p", "chosen": "  ", "rejected": "b"}), (1800, {"prompt": "p", "chosen": "a"}),
                    (2999, {"prompt": "p", "chosen": 3, "rejected": "b"})):

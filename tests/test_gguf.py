@@ -1,4 +1,4 @@
-"""GGUF files (llama.cpp, Ollama) as a model source, utils/gguf.py: a real one (SmolLM2-135M-Instruct, Q4_1,
+"""GGUF files (llama.cpp, Ollama) as a model source, utils/model/gguf.py: a real one (SmolLM2-135M-Instruct, Q4_1,
 tests/real_model.py) trains with LoRA from the command line, its adapter merges onto the same file, and what comes out
 is plain safetensors that `from_pretrained` reloads without `gguf_file`, tokenizer and chat template included. Every
 GGUF mistake (missing file, truncated or corrupt file, an architecture transformers cannot read, no `gguf` package,
@@ -159,7 +159,7 @@ def test_random_bytes_gguf_refused(smol, sft_data, tmp_path):
 
 def test_unsupported_architecture_refused(smol, tmp_path):
     """rwkv7: llama.cpp reads it, transformers 5.23 does not; as the PPO critic of a good policy file."""
-    from utils.gguf import supported_architectures
+    from utils.model.gguf import supported_architectures
 
     assert "rwkv7" not in supported_architectures() and "llama" in supported_architectures()
     rwkv = _tiny_gguf(tmp_path / "rwkv.gguf", "rwkv7")
@@ -223,7 +223,7 @@ def test_merge_refuses_missing_gguf_base(tmp_path):
 
 
 def test_paths_split_and_recognised(smol, tmp_path):
-    from utils import gguf
+    from utils.model import gguf
 
     assert gguf.split(smol) == (str(smol.parent), smol.name)
     assert gguf.is_gguf(tmp_path / "later.gguf")  # by name, existing or not

@@ -52,7 +52,7 @@ HAND = {
 
 @pytest.mark.parametrize("beta,temperature", list(HAND), ids=[f"beta{b}-T{t}" for b, t in HAND])
 def test_generalized_jsd_by_hand(beta, temperature):
-    from utils.distill import generalized_jsd
+    from utils.trainers.distill import generalized_jsd
 
     teacher = torch.tensor([[0.0, 2 * ln(2)]])
     student = torch.tensor([[0.0, 2 * ln(3)]])
@@ -62,7 +62,7 @@ def test_generalized_jsd_by_hand(beta, temperature):
 
 
 def test_generalized_jsd_matches_float64_and_kl_directions():
-    from utils.distill import generalized_jsd
+    from utils.trainers.distill import generalized_jsd
 
     g = torch.Generator().manual_seed(0)
     student, teacher = torch.randn(3, 5, 11, generator=g) * 3, torch.randn(3, 5, 11, generator=g) * 3
@@ -81,7 +81,7 @@ def test_generalized_jsd_matches_float64_and_kl_directions():
 @pytest.fixture(scope="session")
 def teacher_dir(tmp_path_factory) -> Path:
     """Same tokenizer as tiny_dir (the tokenizer depends on vocab_size and seed only), a larger model."""
-    from utils.tiny_model import make_tiny
+    from utils.toy.tiny_model import make_tiny
 
     return Path(make_tiny(str(tmp_path_factory.mktemp("teacher") / "model"), hidden_size=96))
 
@@ -110,9 +110,9 @@ def gkd_data(tmp_path_factory) -> Path:
 def _trainer(student, teacher, data, out, *flags):
     """Our GKDTrainer built the way main_train builds it (parse, load, extras hook)."""
     import main_train
-    from utils.callbacks import StopOnNonFinite
-    from utils.data import load_dataset_checked
-    from utils.models import load_tokenizer
+    from utils.runtime.callbacks import StopOnNonFinite
+    from utils.data.loading import load_dataset_checked
+    from utils.model.loading import load_tokenizer
 
     method, common, config = main_train.parse_args(
         ["--rlhf_type", "GKD", "--train_mode", "full", "--model_name_or_path", str(student),
@@ -200,7 +200,7 @@ def test_gkd_trains_and_reloads(lmbda, seq_kd, mode, padded, tiny_dir, teacher_d
 
 
 def test_gkd_refusals(tiny_dir, teacher_dir, gkd_data, tmp_path, capsys):
-    from utils.tiny_model import make_tiny
+    from utils.toy.tiny_model import make_tiny
 
     base = ["--rlhf_type", "GKD", "--train_mode", "lora", "--model_name_or_path", tiny_dir,
             "--train_data_path", gkd_data / "train.jsonl", *FAST]
@@ -220,7 +220,7 @@ def heldout_divergence(student_path, teacher_path, rows) -> float:
     """Mean KL(teacher || student) per completion token on held-out rows, at T = 1, in float64."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from utils.distill import _tokenize_row
+    from utils.trainers.distill import _tokenize_row
 
     tok = AutoTokenizer.from_pretrained(teacher_path)
     student = AutoModelForCausalLM.from_pretrained(student_path).eval()

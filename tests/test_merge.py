@@ -1,4 +1,4 @@
-"""utils.merge: the merged model's logits equal base + adapter logits, for a causal-LM adapter (LoRA and
+"""utils.model.merge: the merged model's logits equal base + adapter logits, for a causal-LM adapter (LoRA and
 DoRA) and a reward-model adapter (score head saved with the adapter); the output is a plain model."""
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def test_merged_logits_equal_base_plus_adapter(head, use_dora, tiny_dir, tmp_pat
     from peft import AutoPeftModelForCausalLM, AutoPeftModelForSequenceClassification
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    from utils import merge
+    from utils.model import merge
 
     adapter = _adapter(tiny_dir, tmp_path / "adapter", head, use_dora)
     out = tmp_path / "merged"
@@ -70,7 +70,7 @@ def test_merged_logits_equal_base_plus_adapter(head, use_dora, tiny_dir, tmp_pat
 
 
 def test_merge_refusals(tiny_dir, tmp_path, capsys):
-    from utils import merge
+    from utils.model import merge
 
     assert merge.main(["--base", str(tiny_dir), "--adapter", str(tiny_dir), "--output", str(tmp_path / "x")]) == 2
     assert "is not an adapter directory" in capsys.readouterr().err

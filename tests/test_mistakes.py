@@ -32,7 +32,7 @@ def broken(tmp_path_factory, tiny_dir):
     from tokenizers import Tokenizer, models
 
     d = tmp_path_factory.mktemp("broken")
-    from utils.tiny_families import chat_template
+    from utils.toy.families import chat_template
 
     gemma = _copy(tiny_dir, d / "gemma_template")
     (gemma / "chat_template.jinja").write_text(chat_template("gemma"))
@@ -190,7 +190,7 @@ def test_ctrl_c_saves_and_resumes_to_the_same_weights(tiny_dir, data_dir, tmp_pa
 
 @pytest.mark.parametrize("family", ["qwen2", "gpt2"])
 def test_default_run_prints_no_warning(family, tiny_dir, data_dir, tmp_path):
-    from utils.tiny_families import make_family
+    from utils.toy.families import make_family
 
     model, data = tiny_dir, data_dir / "pref.jsonl"
     if family == "gpt2":  # LoRA over transformers' Conv1D layers; plain data (no chat template), the space that

@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from conftest import FAST, log_history, run_main
-from utils.errors import UserError
+from utils.core.errors import UserError
 
 
 def test_pad_repair_tokenizer_and_config(tiny_nopad_dir):
     from transformers import AutoTokenizer
 
-    from utils.models import load_model, load_tokenizer
+    from utils.model.loading import load_model, load_tokenizer
 
     assert AutoTokenizer.from_pretrained(tiny_nopad_dir).pad_token is None
     tok = load_tokenizer(str(tiny_nopad_dir))
@@ -45,7 +45,7 @@ def test_pad_repair_trains_with_batches(rlhf_type, data, tiny_nopad_dir, data_di
 def test_qlora_loads_4bit(tiny_dir):
     import bitsandbytes as bnb
 
-    from utils.models import load_model, load_tokenizer
+    from utils.model.loading import load_model, load_tokenizer
 
     tok = load_tokenizer(str(tiny_dir))
     model = load_model(str(tiny_dir), tok, load_in_4bit=True)
@@ -59,8 +59,8 @@ def test_architecture_without_score_head_gets_advice(tmp_path):
     """Granite has no *ForSequenceClassification class in transformers: say what to do."""
     from transformers import AutoModelForCausalLM, GraniteConfig
 
-    from utils.models import load_model, load_tokenizer
-    from utils.tiny_model import build_tokenizer
+    from utils.model.loading import load_model, load_tokenizer
+    from utils.toy.tiny_model import build_tokenizer
 
     tok = build_tokenizer()
     cfg = GraniteConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
@@ -74,8 +74,8 @@ def test_architecture_without_score_head_gets_advice(tmp_path):
 def _trainer(argv):
     """Build the trainer exactly as main_train does, without training."""
     import main_train
-    from utils.callbacks import StopOnNonFinite
-    from utils.models import load_tokenizer
+    from utils.runtime.callbacks import StopOnNonFinite
+    from utils.model.loading import load_tokenizer
 
     method, common, config = main_train.parse_args([str(a) for a in argv])
     tok = load_tokenizer(common.model_name_or_path)
@@ -162,8 +162,8 @@ def test_bitsandbytes_hidden_unless_needed(tiny_dir, tmp_path):
     (quantized / "config.json").write_text(json.dumps({"quantization_config": {"load_in_4bit": True}}))
     yaml = tmp_path / "run.yaml"  # a YAML config naming that directory
     yaml.write_text(f"rlhf_type: dpo\ntrain_mode: lora\nmodel_name_or_path: '{quantized}'\n")
-    probe = ("import sys, utils.imports\n"
-             "hidden = utils.imports.hide_unused_bitsandbytes(sys.argv[1:])\n"
+    probe = ("import sys, utils.core.imports\n"
+             "hidden = utils.core.imports.hide_unused_bitsandbytes(sys.argv[1:])\n"
              "import peft, transformers.utils.import_utils as iu\n"
              "print(hidden, 'bitsandbytes' in sys.modules and sys.modules['bitsandbytes'] is not None,"
              " iu.is_bitsandbytes_available())\n")

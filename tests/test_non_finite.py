@@ -131,7 +131,7 @@ def test_killed_run_leaves_no_scratch_data(tiny_dir, tmp_path):
     scratch_tmp.mkdir()
     env = dict(ENV, TMPDIR=str(scratch_tmp), OMP_NUM_THREADS="1")
     data = write_jsonl(tmp_path / "train.jsonl", _rows(64))
-    from utils.arrow_sink import host_name
+    from utils.data.arrow_sink import host_name
 
     host = host_name()
     live = scratch_tmp / f"rlhf-data-{host}-{os.getpid()}-live"  # this test's own process: alive

@@ -60,7 +60,7 @@ def _reward_model(path: Path, vocab_size: int, seed: int) -> Path:
     """A tiny sequence-classification reward model (fixed random score head) saved with its own tokenizer."""
     from transformers import AutoModelForSequenceClassification
 
-    from utils.tiny_model import make_tiny
+    from utils.toy.tiny_model import make_tiny
 
     make_tiny(str(path), hidden_size=32, vocab_size=vocab_size, seed=seed)
     torch.manual_seed(seed)
@@ -152,8 +152,8 @@ def test_reward_model_with_other_tokenizer_scores_the_text(tiny_dir, rl, tmp_pat
     of the decoded text fed directly to the reward model, although the tokenizers differ; plain strings are
     scored as the RewardTrainer trained on them (EOS appended)."""
     import main_train
-    from utils.models import load_tokenizer
-    from utils.rewards import RewardModelScorer
+    from utils.model.loading import load_tokenizer
+    from utils.model.rewards import RewardModelScorer
 
     prompts = [[{"role": "user", "content": "What is 2+3?"}], [{"role": "user", "content": "Say hello"}],
                [{"role": "user", "content": "What is 10+7?"}]]
@@ -210,7 +210,7 @@ def test_rule_reward_is_learned(rlhf_type, key, flags, tiny_dir, rl, tmp_path):
 # --------------------------------------------------------------------------------- PPO memory
 def _ppo_trainer(tiny_dir, rl, tmp_path, mode, *extra):
     import main_train
-    from utils.models import load_tokenizer
+    from utils.model.loading import load_tokenizer
 
     argv = _args("PPO", mode, tiny_dir, rl, tmp_path / "mem", "--reward_funcs", f"{rl['rewards']}:a_to_m", *extra)
     method, common, config = main_train.parse_args([str(a) for a in argv])

@@ -1,7 +1,7 @@
 """Every option we pass to peft, TRL, transformers and DeepSpeed is checked in the check phase, in our words: exit 2,
 one paragraph naming our flag, its value and what is allowed, no traceback, output_dir not created, and no weights
 read (the model's weights file is garbage here: had anything read it, the message would be a load error). Then
-`reword` (utils/errors.py): what a library still refuses late names our flag and its value."""
+`reword` (utils/core/errors.py): what a library still refuses late names our flag and its value."""
 
 from __future__ import annotations
 
@@ -205,7 +205,7 @@ def test_rules_apply_where_they_belong(env, tmp_path, capsys):
 def test_deepspeed_auto_configs_pass(monkeypatch):
     """The shipped DeepSpeed config (every batch value "auto") and an accelerate config without a file pass; an
     accelerate config's own numbers are compared with the flags."""
-    from utils.deepspeed_checks import check_deepspeed
+    from utils.cli.deepspeed_checks import check_deepspeed
 
     config = SimpleNamespace(deepspeed=str(ROOT / "script" / "zero3_offload.json"), per_device_train_batch_size=4,
                              gradient_accumulation_steps=8, max_grad_norm=1.0, learning_rate=1e-5, adam_beta1=0.9,
@@ -240,7 +240,7 @@ def test_reword_peft_rank():
     model.add_module("proj", torch.nn.Linear(4, 4))
     with pytest.raises(ValueError) as raised:
         get_peft_model(model, LoraConfig(r=0, target_modules=["proj"]))
-    from utils.errors import reword
+    from utils.core.errors import reword
 
     message = str(reword(raised.value, _common(lora_rank=0), None, "peft"))
     assert message.startswith("peft refused --lora_rank 0: `r` should be a positive integer"), message
@@ -253,7 +253,7 @@ def test_reword_peft_targets():
 
     with pytest.raises(ValueError) as raised:
         get_peft_model(torch.nn.Sequential(torch.nn.Linear(4, 4)), LoraConfig(r=2, target_modules=["nope"]))
-    from utils.errors import reword
+    from utils.core.errors import reword
 
     message = str(reword(raised.value, _common(lora_target_modules=["nope"]), None, "The DPO trainer"))
     assert "refused --lora_target_modules nope:" in message and "not found in the base model" in message, message
@@ -264,7 +264,7 @@ def test_reword_trl_field_and_fallbacks(tmp_path):
     names our flag of that name with its value; a ValueError naming none keeps the library's sentence after where it
     came from; a TypeError naming none is ours (None: it goes up with its traceback)."""
     from rlhf_args.dpo import DPOArgs
-    from utils.errors import UserError, reword
+    from utils.core.errors import UserError, reword
 
     config = DPOArgs(output_dir=str(tmp_path / "o"), router_aux_loss_coef=0.5)
     error = ValueError("`router_aux_loss_coef` is set to 0.5 but Qwen2ForCausalLM is not a Mixture-of-Experts model "

@@ -1,4 +1,4 @@
-"""padding_free (utils/padding_free.py): packed rows give the padded run's loss, metrics and gradients
+"""padding_free (utils/trainers/padding_free.py): packed rows give the padded run's loss, metrics and gradients
 (fp32, sdpa) on rows of clearly different lengths, full and LoRA; and a CLI run trains with it."""
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def _pairs(n=8, seed=0):
 
 @pytest.fixture(scope="module")
 def tiny():
-    from utils.tiny_model import build_model, build_tokenizer
+    from utils.toy.tiny_model import build_model, build_tokenizer
 
     tok = build_tokenizer()
     return tok, build_model(tok, hidden_size=32)
@@ -108,7 +108,7 @@ def _pair_of_trainers(trainer_cls, free_cls, config_cls, tiny, tmp_path, mode, r
 def test_dpo_padding_free_equals_padded(mode, precompute, tiny, tmp_path):
     from trl import DPOConfig, DPOTrainer
 
-    from utils.padding_free import PaddingFreeDPOTrainer
+    from utils.trainers.padding_free import PaddingFreeDPOTrainer
 
     padded, free, batch = _pair_of_trainers(DPOTrainer, PaddingFreeDPOTrainer, DPOConfig, tiny, tmp_path, mode,
                                             ref=mode == "full" and not precompute, precompute_ref_log_probs=precompute,
@@ -136,7 +136,7 @@ def test_dpo_padding_free_equals_padded(mode, precompute, tiny, tmp_path):
 def test_sft_padding_free_equals_padded(mode, tiny, tmp_path):
     from trl import SFTConfig, SFTTrainer
 
-    from utils.padding_free import PaddingFreeSFTTrainer
+    from utils.trainers.padding_free import PaddingFreeSFTTrainer
 
     tok, model = tiny
     # every other prompt one word: rows from a few tokens to past max_length
@@ -168,7 +168,7 @@ def test_cpo_orpo_padding_free_equals_padded(method, tiny, tmp_path):
 
     from rlhf_args.cpo import CPOArgs, SimPOArgs
     from rlhf_args.orpo import ORPOArgs
-    from utils.padding_free import PaddingFreeCPOTrainer, PaddingFreeORPOTrainer
+    from utils.trainers.padding_free import PaddingFreeCPOTrainer, PaddingFreeORPOTrainer
 
     trainer_cls, free_cls, config_cls = {
         "cpo": (CPOTrainer, PaddingFreeCPOTrainer, CPOArgs), "simpo": (CPOTrainer, PaddingFreeCPOTrainer, SimPOArgs),
@@ -196,8 +196,8 @@ def _with_packing(trainer, batch):
 @pytest.mark.parametrize("family", ["llama3", "gemma2", "phi3", "qwen3", "gpt2"])
 def test_packed_rows_give_the_padded_logits(family):
     """Each tested family's transformers class masks packed rows (position ids restarting) as separate sequences."""
-    from utils import tiny_families
-    from utils.padding_free import pack, unpack
+    from utils.toy import families as tiny_families
+    from utils.trainers.padding_free import pack, unpack
 
     model = tiny_families.build_model(family, tiny_families.build_tokenizer(family)).eval()
     lengths = torch.tensor([12, 3, 7, 5])  # first-fit decreasing: rows [12], [7, 5], [3]

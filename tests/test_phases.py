@@ -19,7 +19,7 @@ REWARDS = "def length(completions, **kwargs):\n    return [float(len(str(c))) fo
 @pytest.fixture(scope="module")
 def other_dir(tmp_path_factory):
     """A model of another tokenizer (another vocabulary), for teacher / critic mismatches."""
-    from utils.tiny_model import make_tiny
+    from utils.toy.tiny_model import make_tiny
 
     return make_tiny(str(tmp_path_factory.mktemp("other") / "model"), hidden_size=32, vocab_size=300, seed=3)
 
@@ -79,7 +79,7 @@ KINDS = ["misspelt flag", "bad data row", "reward function import", "reward weig
 def cache(request, monkeypatch):
     """With a current options cache (the checks run before the imports) and without one (after them)."""
     import main_train
-    from utils import cli
+    from utils.cli import args as cli
 
     if request.param:
         if cli.load_cache() is None:
@@ -125,7 +125,7 @@ def test_check_phase_reports_before_weights(kind, cache, no_weights_read, tiny_d
 
 def test_the_guard_bites(no_weights_read, tiny_dir):
     """The fixture above does catch a weight load (the phase-order tests could not fail otherwise)."""
-    from utils.models import load_model, load_tokenizer
+    from utils.model.loading import load_model, load_tokenizer
 
     with pytest.raises(WeightsRead, match="weights were read"):
         load_model(str(tiny_dir), load_tokenizer(str(tiny_dir)))
@@ -147,7 +147,7 @@ def test_early_mistakes_import_no_torch(tiny_dir, data_dir, files, tmp_path):
     from rlhf_args import METHODS
 
     import main_train
-    from utils import cli
+    from utils.cli import args as cli
 
     if cli.load_cache() is None:
         main_train.write_options_cache(METHODS)
@@ -207,7 +207,7 @@ def test_abbreviations_refused(tiny_dir, data_dir, tmp_path, capsys):
     assert run_main("--config", run) == 2
     assert f"--learning_rat (in {run}) (did you mean --learning_rate" in capsys.readouterr().err
     assert not (tmp_path / "o").exists() and not (tmp_path / "from_yaml").exists()
-    from utils import merge
+    from utils.model import merge
 
     assert merge.main(["--model_name_or", str(tiny_dir), "--output_dir", str(tmp_path / "m")]) == 2
     assert "--model_name_or" in capsys.readouterr().err
@@ -225,7 +225,7 @@ def test_old_flag_names_still_work_with_a_notice(tiny_dir, data_dir, tmp_path, c
     _, common, _ = main_train.parse_args([str(run)])
     assert common.dtype == "bfloat16"
     assert "--model_dtype is deprecated, use --dtype" in capsys.readouterr().err
-    from utils import merge
+    from utils.model import merge
 
     adapter = tmp_path / "adapter"
     adapter.mkdir()

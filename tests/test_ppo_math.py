@@ -1,4 +1,4 @@
-"""PPO's math (utils/ppo_math.py) equals a naive per-sequence, per-token loop on random inputs, and the
+"""PPO's math (utils/ppo/math.py) equals a naive per-sequence, per-token loop on random inputs, and the
 clipping in both losses engages exactly when the ratio (or value change) leaves its band."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from utils.ppo_math import (clipped_policy_loss, clipped_value_loss, explained_variance, gae_advantages,
+from utils.ppo.math import (clipped_policy_loss, clipped_value_loss, explained_variance, gae_advantages,
                             kl_penalty_rewards, whiten)
 
 B, T = 5, 9

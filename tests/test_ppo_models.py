@@ -1,4 +1,4 @@
-"""PPO's models (utils/ppo_models.py): which model the critic starts from and whether it shares frozen weights,
+"""PPO's models (utils/ppo/models.py): which model the critic starts from and whether it shares frozen weights,
 decided once in the check phase; the policy's and the critic's gradients clipped apart."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ def _reward_model(path, vocab_size: int, seed: int) -> str:
     """A tiny sequence-classification model (the reward-model shape) saved with its own tokenizer."""
     from transformers import AutoModelForSequenceClassification
 
-    from utils.tiny_model import make_tiny
+    from utils.toy.tiny_model import make_tiny
 
     make_tiny(str(path), hidden_size=32, vocab_size=vocab_size, seed=seed)
     AutoModelForSequenceClassification.from_pretrained(path, num_labels=1).save_pretrained(path)
@@ -31,9 +31,9 @@ def rms(tmp_path_factory):
 
 
 def _plan(mode, tokenizer_dir, reward_dirs, value_model_path=None):
-    from utils.models import load_tokenizer
-    from utils.ppo_models import check_critic
-    from utils.rewards import check_reward_sources
+    from utils.model.loading import load_tokenizer
+    from utils.ppo.models import check_critic
+    from utils.model.rewards import check_reward_sources
 
     rewards = check_reward_sources([str(d) for d in reward_dirs], [], None)
     return check_critic(SimpleNamespace(train_mode=mode), SimpleNamespace(value_model_path=value_model_path,
@@ -42,7 +42,7 @@ def _plan(mode, tokenizer_dir, reward_dirs, value_model_path=None):
 
 
 def test_critic_plan(tiny_dir, rms):
-    from utils.errors import UserError
+    from utils.core.errors import UserError
 
     same, other = rms["same"], rms["other"]
     # A reward model of the policy's tokenizer is the critic's start (its score head already values text) ...
@@ -59,7 +59,7 @@ def test_critic_plan(tiny_dir, rms):
 
 
 def _plan_of(path, share):
-    from utils.ppo_models import CriticPlan
+    from utils.ppo.models import CriticPlan
 
     return CriticPlan(path, share)
 
@@ -72,7 +72,7 @@ def test_policy_and_critic_gradients_clipped_apart(tiny_dir, data_dir, tmp_path)
     """A value-loss gradient 100x over max_grad_norm is clipped to it; the policy's own gradient, under the limit,
     is left as it is (one joint norm would have scaled it by 1/100)."""
     import main_train
-    from utils.models import load_tokenizer
+    from utils.model.loading import load_tokenizer
 
     (tmp_path / "rewards.py").write_text(REWARDS)
     method, common, config = main_train.parse_args(

@@ -31,7 +31,7 @@ def _cost(block: str) -> int:
 
 def _lanes(blocks: list[str]) -> list[list[str]]:
     """The blocks in two lanes that run side by side (two cores), a block in the lane of any block whose outputs
-    (`--output_dir runs/X`, `utils.tiny_model runs/X`) it reads."""
+    (`--output_dir runs/X`, `utils.toy.tiny_model runs/X`) it reads."""
     lanes: list[list[str]] = [[], []]
     made: dict[str, int] = {}
     for block in blocks:

@@ -21,7 +21,7 @@ from real_model import hf_dir
 pytestmark = pytest.mark.real
 
 # Held out: no training file below mentions them; the untrained model answers each right (greedy).
-from utils.demo_real import FACTS  # noqa: E402
+from utils.toy.demo_real import FACTS  # noqa: E402
 SHORT = ["--per_device_train_batch_size", "2", "--save_strategy", "no", "--seed", "0", "--disable_tqdm", "true",
          "--learning_rate", "1e-4"]
 LENGTH = ["--max_length", "96"]  # offline methods; online ones bound --max_completion_length / --max_new_tokens

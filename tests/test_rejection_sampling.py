@@ -54,7 +54,7 @@ def _args(model, data, out, reward, *extra):
 
 
 def _sample(*args) -> int:
-    from utils import rejection_sampling
+    from utils.sampling import rejection as rejection_sampling
 
     return rejection_sampling.main([str(a) for a in args])
 
@@ -137,7 +137,7 @@ def test_resume_after_sigkill(tiny_dir, rs_data, tmp_path):
 def test_adapter_samples_like_its_merged_model(tiny_dir, rs_data, tmp_path):
     from test_merge import _adapter
 
-    from utils import merge
+    from utils.model import merge
 
     adapter = _adapter(tiny_dir, tmp_path / "adapter", "causal")
     merged = tmp_path / "merged"

@@ -13,7 +13,7 @@ as the command line would, and is judged here, greedy, on held-out prompts that 
   held-out KL(teacher || student) per answer token.
 
 It prints one table, writes DIR/report.md (table, the `python main_train.py ...` command of every stage,
-PNG curves from utils/plot.py) and DIR/results.json. A stage that crashes, or whose metric does not move
+PNG curves from utils/evaluation/plots.py) and DIR/results.json. A stage that crashes, or whose metric does not move
 by MIN_GAIN (above the run-to-run noise measured over seeds), is FAILED and the exit code is 1.
 """
 
@@ -34,10 +34,10 @@ if ROOT not in sys.path:  # `python utils/demo.py` as well as `python -m utils.d
     sys.path.insert(0, ROOT)
 
 # The task and its held-out measurements; answer_of, score (and sort_reward below) stay importable from here.
-from utils.demo_task import (LIST_LENGTH, MAX_NEW_TOKENS, answer_of, demonstration, divergence,  # noqa: E402
+from utils.toy.demo_task import (LIST_LENGTH, MAX_NEW_TOKENS, answer_of, demonstration, divergence,  # noqa: E402
                              pairwise_accuracy, preference_pairs, quality, score, split_prompts, win_rate,
                              write_jsonl)
-from utils.errors import CommandParser, run_command  # noqa: E402
+from utils.core.errors import CommandParser, run_command  # noqa: E402
 
 # Smallest held-out improvement that counts, per stage: above the spread measured over seeds (README, "Demo").
 MIN_GAIN = {"SFT": 0.10, "Reward": 0.15, "DPO": 0.05, "GRPO": 0.05, "GKD": 2.0}
@@ -76,7 +76,7 @@ class Stage:
     output_dir: str = ""
     lower_is_better: bool = False
     note: str = ""
-    win_rate: dict | None = None  # over the model the stage started from, under the rule (utils/evaluate.py)
+    win_rate: dict | None = None  # over the model the stage started from, under the rule (utils/evaluation/run.py)
     eval_command: str = ""
 
     @property
@@ -113,7 +113,7 @@ def train(stage: Stage, argv: list[str]) -> bool:
 
 
 def run_pipeline(out: str, s: Settings, seed: int) -> list[Stage]:
-    from utils.tiny_model import build_model, build_tokenizer
+    from utils.toy.tiny_model import build_model, build_tokenizer
 
     data = os.path.join(out, "data")
     os.makedirs(data, exist_ok=True)
@@ -231,14 +231,14 @@ def table(stages: list[Stage]) -> str:
 
 
 def write_report(out: str, stages: list[Stage], settings: Settings, mode: str, seconds: float) -> None:
-    from utils.plot import plot_run
+    from utils.evaluation.plots import plot_run
 
     lines = [f"# Demo report ({mode}, {seconds:.0f} s)", "", f"Task: sort {LIST_LENGTH[0]}-{LIST_LENGTH[1]} digits "
              "ascending (`sort 7 3 9 1 =` -> ` 1 3 7 9`); half the SFT demonstrations are sorted descending. The "
              "rule gives 1 (ascending), 0.5 (descending), else at most 0.5. Every metric is measured, greedy, on "
              "held-out prompts no stage trained on. Win rate: each stage's model against the model it started from "
              "(GKD: the fresh student), rule reward, 4 samples per held-out prompt from each side at temperature 1, "
-             "ties half (utils/evaluate.py; its report is in eval/STAGE/).", "", table(stages), "",
+             "ties half (utils/evaluation/run.py; its report is in eval/STAGE/).", "", table(stages), "",
              "## Each stage by hand", "", "```bash"]
     lines += [c for s in stages for c in (s.command, s.eval_command) if c] + ["```", "", "## Training curves", ""]
     for s in stages:
@@ -264,13 +264,15 @@ def demo(argv: list[str]) -> int:
     p.add_argument("--output_dir", default="runs/demo", help="where models, data, report.md and plots go")
     p.add_argument("--quick", action="store_true", help="smaller settings, same stages (under 3 minutes)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--real", action="store_true", help="the real-model demo instead (utils/demo_real.py): "
+    p.add_argument("--real", action="store_true", help="the real-model demo instead (utils/toy/demo_real.py): "
                    "SmolLM2-135M-Instruct learns to answer in one sentence (default DIR runs/demo_real)")
     a = p.parse_args(argv)
     if a.real:
-        from utils.demo_real import main as real_demo
+        from utils.toy.demo_real import main as real_demo
 
-        return real_demo("runs/demo_real" if a.output_dir == "runs/demo" else a.output_dir, a.seed)
+        import main_train
+
+        return real_demo("runs/demo_real" if a.output_dir == "runs/demo" else a.output_dir, a.seed, main_train.main)
     settings, mode = (QUICK, "quick") if a.quick else (FULL, "full")
     os.makedirs(a.output_dir, exist_ok=True)
     start = time.time()
@@ -287,7 +289,7 @@ def demo(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    from utils.imports import hide_unused_bitsandbytes
+    from utils.core.imports import hide_unused_bitsandbytes
 
     hide_unused_bitsandbytes(sys.argv[1:])  # no stage quantizes: bitsandbytes would only cost time and warn
     sys.exit(main())

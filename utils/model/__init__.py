@@ -1,0 +1,1 @@
+"""Models in: dtype, loading (full / LoRA / QLoRA / DoRA), GGUF sources, reward sources, adapter merging."""

@@ -1,0 +1,1 @@
+"""PPO: the math, the policy/critic/reference models, the rollout, the trainer."""

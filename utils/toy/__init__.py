@@ -1,0 +1,1 @@
+"""Tiny models and the demo task: what the tests and the demo train on, and the real model from a wheel."""

@@ -1,0 +1,168 @@
+"""Build a tiny random causal LM and a tokenizer trained on the spot, saved with `save_pretrained`.
+
+For smoke tests, CI and the demo: nothing is downloaded. The tokenizer is a byte-level BPE trained
+with Qwen2's own splitting rules (NFC, Qwen2's regex, byte-level), so `AutoTokenizer.from_pretrained`
+on the model directory, which rebuilds Qwen2's pipeline around the saved vocabulary, tokenizes exactly
+as the trained tokenizer does. It carries a ChatML chat template with `{% generation %}` markers
+(assistant-only loss works).
+
+    python -m utils.tiny_model --output_dir DIR [--hidden_size 64] [--num_layers 2] [--no_pad_token]
+    python -m utils.tiny_model DIR [...]          # the same: the directory may also come first, unnamed
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+
+from utils.core.errors import CommandParser, UserError, run_command
+
+CHAT_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{%- if message['role'] == 'assistant' %}"
+    "{{ '<|im_start|>assistant\\n' }}{% generation %}{{ message['content'] + '<|im_end|>' }}{% endgeneration %}{{ '\\n' }}"
+    "{%- else %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+WORDS = (
+    "the a an is are was be to of and in that it for on with as you he she they we this at by from "
+    "or not but what all were when can there use your how said each which do their time if will way "
+    "about many then them would write like so these her long make thing see him two has look more day "
+    "could go come did number sound no most people my over know water than call first who may down side "
+    "been now find any new work part take get place made live where after back little only round man "
+    "year came show every good me give our under name very through just form sentence great think say "
+    "help low line differ turn cause much mean before move right boy old too same tell does set three "
+    "want air well also play small end put home read hand port large spell add even land here must big "
+    "high such follow act why ask men change went light kind off need house picture try us again animal "
+    "point mother world near build self earth father answer question yes fine sure sorry hello thanks "
+    "user assistant system sum sort list reverse plus minus equals"
+).split()
+
+
+def _corpus(rng: random.Random, n: int = 3000) -> list[str]:
+    lines = []
+    for _ in range(n):
+        words = [rng.choice(WORDS) for _ in range(rng.randint(3, 12))]
+        nums = [str(rng.randint(0, 999)) for _ in range(rng.randint(0, 4))]
+        toks = words + nums
+        rng.shuffle(toks)
+        line = " ".join(toks)
+        if rng.random() < 0.5:
+            line = line.capitalize() + rng.choice([".", "?", "!", ":", ","])
+        lines.append(line)
+    lines += [f"{a}+{b}={a + b}" for a in range(100) for b in range(0, 100, 7)]
+    return lines
+
+
+def build_tokenizer(vocab_size: int = 512, seed: int = 0, pad_token: bool = True, chat_template: bool = True):
+    """Train a byte-level BPE with Qwen2's pre-tokenisation and wrap it as a `Qwen2Tokenizer`."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import Qwen2Tokenizer
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
+
+    tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_corpus(random.Random(seed)), trainer=trainer)
+    state = tok.model.__getstate__()
+    import json
+
+    bpe = json.loads(state)
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in bpe["merges"]]
+    hf_tok = Qwen2Tokenizer(
+        vocab=bpe["vocab"],
+        merges=merges,
+        unk_token=None,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>" if pad_token else None,
+        additional_special_tokens=["<|im_start|>", "<|endoftext|>"],
+    )
+    if not pad_token:
+        hf_tok.pad_token = None
+    if chat_template:
+        hf_tok.chat_template = CHAT_TEMPLATE
+    return hf_tok
+
+
+def build_model(tokenizer, hidden_size: int = 64, num_layers: int = 2, arch: str = "qwen2", seed: int = 0,
+                max_position_embeddings: int = 1024):
+    """A random-initialised causal LM sized to the tokenizer. fp32, so it trains fast on CPU."""
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
+
+    torch.manual_seed(seed)
+    heads = max(2, hidden_size // 16)
+    cfg_cls = {"qwen2": Qwen2Config, "llama": LlamaConfig}[arch]
+    config = cfg_cls(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=hidden_size * 2,
+        num_hidden_layers=num_layers,
+        num_attention_heads=heads,
+        num_key_value_heads=max(1, heads // 2),
+        max_position_embeddings=max_position_embeddings,
+        tie_word_embeddings=False,
+        bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        torch_dtype="float32",
+    )
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def make_tiny(output_dir: str, hidden_size: int = 64, num_layers: int = 2, vocab_size: int = 512,
+              arch: str = "qwen2", seed: int = 0, pad_token: bool = True, chat_template: bool = True) -> str:
+    """Build and save a tiny model + tokenizer to `output_dir`; returns the directory."""
+    tokenizer = build_tokenizer(vocab_size=vocab_size, seed=seed, pad_token=pad_token, chat_template=chat_template)
+    model = build_model(tokenizer, hidden_size=hidden_size, num_layers=num_layers, arch=arch, seed=seed)
+    model.save_pretrained(output_dir, safe_serialization=True)
+    tokenizer.save_pretrained(output_dir)
+    return output_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(build, argv)
+
+
+def build(argv: list[str]) -> None:
+    p = CommandParser("python -m utils.tiny_model", __doc__)
+    p.add_argument("dir", nargs="?", metavar="DIR", help="the same as --output_dir DIR")
+    p.add_argument("--output_dir", help="where the model and its tokenizer are saved")
+    p.add_argument("--hidden_size", type=int, default=64)
+    p.add_argument("--num_layers", type=int, default=2)
+    p.add_argument("--vocab_size", type=int, default=512)
+    p.add_argument("--arch", choices=["qwen2", "llama"], default="qwen2")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no_pad_token", action="store_true", help="save without a pad token (to exercise pad repair)")
+    p.add_argument("--no_chat_template", action="store_true")
+    a = p.parse_args(argv)
+    if a.dir is not None and a.output_dir not in (None, a.dir):
+        raise UserError(f"Two output directories: {a.dir!r} and --output_dir {a.output_dir!r}. Give one.")
+    a.output_dir = a.output_dir or a.dir
+    if a.output_dir is None:
+        raise UserError("Where should the model go? Give --output_dir DIR (or DIR alone).")
+    out = make_tiny(a.output_dir, a.hidden_size, a.num_layers, a.vocab_size, a.arch, a.seed,
+                    pad_token=not a.no_pad_token, chat_template=not a.no_chat_template)
+    from transformers import AutoModelForCausalLM
+
+    n = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(out).parameters())
+    print(f"tiny model ({n / 1e6:.2f}M parameters) and tokenizer saved to {out}")

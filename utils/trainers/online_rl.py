@@ -1,0 +1,76 @@
+"""What RLOO, GRPO and PPO share: completions written to `output_dir/completions.jsonl`, and reward models placed
+on the trainer's device (or in a DeepSpeed inference engine). The reward sources themselves come from
+utils/model/rewards.py (`check_reward_sources`, then `RewardSources.build`), for every method alike: a reward model is
+called as our `RewardModelScorer`, which scores the decoded text re-encoded with the reward model's own tokenizer
+and chat template, where the reward model was trained to give a score (TRL's RewardTrainer appends EOS to plain
+strings; TRL's RLOO / GRPO would score plain text without it). tests/test_online_rl.py checks the scores against
+scoring the text directly, with two different tokenizers."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import trl
+from torch import nn
+
+
+
+# --------------------------------------------------------------------------- completions.jsonl
+def write_completions(output_dir: str, step: int, prompts, completions, rewards: dict[str, list],
+                      limit: int | None) -> None:
+    """Append up to `limit` (None = all) rows {step, prompt, completion, rewards} to output_dir/completions.jsonl."""
+    n = len(prompts) if limit is None else min(limit, len(prompts))
+    os.makedirs(output_dir, exist_ok=True)
+    with open(os.path.join(output_dir, "completions.jsonl"), "a") as f:
+        for i in range(n):
+            row = {"step": step, "prompt": prompts[i], "completion": completions[i],
+                   "rewards": {name: _finite(values[i]) for name, values in rewards.items()}}
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def _finite(x):
+    x = float(x)
+    return None if x != x else x  # NaN (a reward function returned None) is not valid JSON
+
+
+def place_reward_models(trainer) -> None:
+    """Every RewardModelScorer's model on the trainer's device, or in a DeepSpeed inference engine (sharded under
+    ZeRO-3), as TRL places the reward models it is given."""
+    from trl.models import prepare_deepspeed
+
+    for f in trainer.reward_funcs:
+        if isinstance(getattr(f, "model", None), nn.Module):
+            f.model = (prepare_deepspeed(f.model, trainer.accelerator) if trainer.is_deepspeed_enabled
+                       else f.model.to(trainer.accelerator.device))
+
+
+class CompletionsToFile:
+    """Mixin over TRL's RLOO / GRPO trainers: reward models placed (`place_reward_models`); after each training
+    log, the completions TRL collected for its own completion tables (`self._logs`, filled whether or not
+    `log_completions` is on) are written to completions.jsonl, then dropped so that the next log only writes
+    newer ones."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        place_reward_models(self)
+
+    def log(self, logs, start_time=None):
+        super().log(logs, start_time)
+        if not self.model.training or not self._logs["prompt"]:
+            return
+        if self.accelerator.is_main_process:
+            write_completions(self.args.output_dir, self.state.global_step, list(self._logs["prompt"]),
+                              list(self._logs["completion"]),
+                              {name: list(v) for name, v in self._logs["rewards"].items()},
+                              self.args.num_completions_to_print)
+        for buffer in self._logs.values():  # deques and dicts of deques alike
+            buffer.clear()
+
+
+class RLOOTrainer(CompletionsToFile, trl.RLOOTrainer):
+    """TRL's RLOOTrainer, plus completions.jsonl."""
+
+
+class GRPOTrainer(CompletionsToFile, trl.GRPOTrainer):
+    """TRL's GRPOTrainer, plus completions.jsonl."""
