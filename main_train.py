@@ -22,7 +22,8 @@ import warnings
 from dataclasses import dataclass
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-# TRL 1.16 and peft read transformers 5.23's deprecated `is_gradient_checkpointing`; nothing a user can act on.
+# TRL 1.16 and peft 0.21 read transformers 5.23's deprecated `is_gradient_checkpointing`; nothing a user can act on.
+# No upstream report found (searched "is_gradient_checkpointing deprecated peft TRL", 2026-12-02); drop when both stop.
 warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 from utils.cli import args as cli  # noqa: E402

@@ -58,7 +58,9 @@ class OurDefaults:
     # 1.20x, RLOO/GRPO ~1.03x. Turn it on (--activation_checkpointing true) when activations do not fit.
     activation_checkpointing: bool | None = False
     # transformers 5.23 renamed it and warns whenever the old name is set, even to False: unset here (TRL's default
-    # is True), and a user's --gradient_checkpointing is moved to the new name in __post_init__.
+    # is True), and a user's --gradient_checkpointing is moved to the new name in __post_init__. No upstream report
+    # found (searched "gradient_checkpointing renamed activation_checkpointing deprecation warning", 2026-12-02);
+    # drop when TRL's _BaseConfig (1.16: `gradient_checkpointing: bool = True`) sets the new name instead.
     gradient_checkpointing: bool | None = None
     # The method's own ranges and choices (utils/cli/option_checks.py rules), checked with the shared ones before TRL's
     # __post_init__ sees a value. Not a field: a class attribute, set in the method's args file.
@@ -68,7 +70,8 @@ class OurDefaults:
         if self.gradient_checkpointing is not None:
             self.activation_checkpointing, self.gradient_checkpointing = self.gradient_checkpointing, None
         # TRL turns bf16 on whenever fp16 is off; on a machine without bf16 support (CPU) that either fails or
-        # runs hundreds of times slower, so an unset bf16 means "bf16 where the hardware has it".
+        # runs hundreds of times slower, so an unset bf16 means "bf16 where the hardware has it". TRL 1.16's
+        # _BaseConfig.__post_init__; reported as huggingface/trl#3616; drop when TRL's default follows the hardware.
         if self.bf16 is None and not self.fp16:
             self.bf16 = bf16_supported()
         from utils.cli.option_checks import check_options
@@ -76,6 +79,9 @@ class OurDefaults:
         check_options(self, self.option_rules)
         import torch
 
+        # torch 2.13's DataLoader warns when pin_memory is on without an accelerator, and transformers 5.23 turns it on
+        # by default. No upstream report found (searched "dataloader_pin_memory CPU warning no accelerator",
+        # 2026-12-02); drop when transformers' default is off without an accelerator.
         if not torch.cuda.is_available():  # pinned memory needs an accelerator; torch warns on every dataloader
             self.dataloader_pin_memory = False
         # Under `accelerate launch` / torchrun without CUDA: the gloo backend, set before devices are set up.

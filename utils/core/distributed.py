@@ -7,7 +7,9 @@ What accelerate / transformers / TRL do not do for us, each called from one plac
   DeepSpeed's "auto" batch sizes for 1 process and DeepSpeed, which counts 2, refuses the config
   ("train_batch_size is not equal to micro_batch_per_gpu * gradient_acc_step * world_size 2 != 2 * 1 * 2");
   under DDP each process would silently train alone. Setting `ddp_backend="gloo"` (and, for DDP, `use_cpu`)
-  before TrainingArguments sets up its devices fixes both. On a GPU machine nothing changes.
+  before TrainingArguments sets up its devices fixes both. On a GPU machine nothing changes. No upstream report
+  found (searched "accelerate PartialState CPU torchrun world size 1 gloo", 2026-12-02); drop when accelerate picks
+  gloo for CPU processes itself.
 - `shared_datasets` (main_train.build_trainer): `precompute_ref_log_probs` with several processes.
 - `prepare_final_save` (main_train.save_outputs): the final model saved whole under FSDP and ZeRO-3.
 - `exit_process` (main_train `__main__`): the process group destroyed, then a launched process ends without
@@ -47,10 +49,14 @@ def cpu_launch_defaults(args) -> None:
     """Called by OurDefaults.__post_init__ before TrainingArguments sets up devices (see the module docstring)."""
     import torch
 
+    # deepspeed 0.19.8 (real_accelerator.py) warns whenever its detection falls back to CPU, on purpose: no upstream
+    # report found (searched "DeepSpeed Setting accelerator to CPU DS_ACCELERATOR", 2026-12-02); drop if it goes.
     if not torch.cuda.is_available():  # DeepSpeed would log "Setting accelerator to CPU" in every run otherwise
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     if not launched() or torch.cuda.is_available():
         return
+    # accelerate 1.15: no upstream report found (searched "accelerate FSDP on CPU not supported", 2026-12-02); drop
+    # when accelerate runs FSDP on CPU processes.
     if engine() == "fsdp":  # a ValueError here becomes main_train's one-paragraph config error
         raise ValueError("FSDP through accelerate needs GPUs: accelerate 1.15 has no FSDP on CPU processes. On CPU, "
                         "use script/zero3.yaml (DeepSpeed ZeRO-3 with DS_ACCELERATOR=cpu) or script/ddp.yaml.")
@@ -73,7 +79,9 @@ def shared_datasets(config, train, evals):
     cache files and every rank reads them back. Ours live in each process's private scratch folder
     (utils/data/loading.py), so rank 1 would look in its own and fail with "FileNotFoundError: ... cache-<hash>.arrow".
     Saving the datasets once under `output_dir` (a directory every process sees, as checkpoints need anyway) gives
-    them files all ranks share.
+    them files all ranks share. Not huggingface/trl#6291 (fixed by huggingface/trl#6348, in 1.16); for per-process
+    cache folders no upstream report found (searched "precompute_ref_log_probs FileNotFoundError rank cache",
+    2026-12-02). Drop when TRL hands every rank the log-probs another way than each dataset's own cache folder.
     """
     if not getattr(config, "precompute_ref_log_probs", False) or config.world_size <= 1:
         return train, evals
@@ -119,7 +127,8 @@ def end_processes() -> None:
     """Destroy the process group before the interpreter exits (a process of a 2-process ZeRO-3 run on CPU once
     aborted at exit with "terminate called without an active exception": gloo's threads were still alive
     while Python tore down; torch asks for destroy_process_group() before exit). Called once per process, by
-    main_train's `__main__` only, so that in-process callers of main() keep their process group."""
+    main_train's `__main__` only, so that in-process callers of main() keep their process group. torch 2.13 does not
+    do it at exit; pytorch/pytorch#179291 proposed that (closed unmerged). Drop when torch destroys groups at exit."""
     if "torch" not in sys.modules:  # a mistake reported before torch was imported: no process group to end
         return
     import torch.distributed as dist
@@ -134,7 +143,8 @@ def exit_process(code: int) -> None:
     saved still aborted in teardown ("terminate called without an active exception", exit -6), after
     destroy_process_group(); the launcher then reported the whole run as failed. Everything is written and
     flushed by now; `atexit` handlers (experiment trackers) still run, only the C++ teardown is skipped.
-    Runs without DeepSpeed exit normally."""
+    Runs without DeepSpeed exit normally. deepspeed 0.19.8; no upstream report found (searched "DeepSpeed ZeRO-3 CPU
+    exit terminate called without an active exception", 2026-12-02); drop when such a run exits cleanly."""
     end_processes()
     if engine() != "deepspeed":
         sys.exit(code)

@@ -14,7 +14,9 @@ def hide_unused_bitsandbytes(argv: list[str]) -> bool:
     """peft imports bitsandbytes whenever it is installed, and bitsandbytes imports torch's compiler: 1.3 s and
     ~50 MB of resident memory in every process (bench/RESULTS.md, PPO). A CLI run that names nothing needing it
     (in its arguments, its YAML config, or the config.json of a model directory either names) runs as if it were
-    not installed: a run that does need it always names it (qlora, an 8-bit optimizer, a quantized checkpoint)."""
+    not installed: a run that does need it always names it (qlora, an 8-bit optimizer, a quantized checkpoint).
+    peft 0.21 imports it eagerly in peft/helpers.py; huggingface/peft#1230 had made the import lazy, and no report of
+    this one was found (searched "peft imports bitsandbytes eagerly", 2026-12-02). Drop when `import peft` skips it."""
     texts = list(argv)
     words = lambda: [w.strip("'\"").rpartition("=")[2] for text in texts for w in text.split()]  # noqa: E731
     texts += [_read(w) for w in words() if w.endswith((".yaml", ".yml")) and os.path.isfile(w)]  # a YAML config

@@ -16,6 +16,9 @@ after the weights have loaded. For those we work the masks out ourselves, in the
 A row that breaks one of these is refused at its FILE:LINE before any weights load, saying what to do. The result is
 TRL's own input format: `input_ids` and `assistant_masks` (1 on the tokens of assistant turns), which SFTTrainer
 turns into labels as it does for templates with markers.
+
+TRL 1.16 (`trl.chat_template_utils.get_training_chat_template`); masks for any template were asked for in
+huggingface/trl#4879. Drop this when TRL masks templates it has no patched copy of.
 """
 
 from __future__ import annotations

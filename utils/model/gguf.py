@@ -6,7 +6,9 @@ is a file that starts with the GGUF magic bytes (Ollama keeps its models as `blo
 
 Check phase (`check`, no weights read): the `gguf` package is installed, the file exists, its header parses and
 its tensors lie inside the file (a truncated download), its architecture is one transformers reads from GGUF, and
-nothing asks for 4-bit loading, which transformers 5.23 refuses to combine with a GGUF file.
+nothing asks for 4-bit loading, which transformers 5.23 refuses to combine with a GGUF file (quantizers/auto.py; no
+upstream report found, searched "GGUF BitsAndBytesConfig load_in_4bit combine quantization", 2026-12-02; drop the
+refusal when transformers quantizes a dequantized GGUF load).
 
 Build phase (`model_source`): the weights are dequantized to the requested dtype as they load
 (`GgufConfig(dequantize=True)`), so the model comes out as an ordinary model: transformers itself then drops its
@@ -161,7 +163,8 @@ def loaded(model, path: str):
     model.name_or_path = path
     # peft 0.21 looks for the base's config.json beside it when saving an adapter, to see whether the vocabulary
     # grew; a GGUF file has none, and it warns on every save. The embeddings are only resized for a tokenizer
-    # without EOS or UNK to pad with, which GGUF tokenizers always have.
+    # without EOS or UNK to pad with, which GGUF tokenizers always have. The same warning for other bases without a
+    # config.json: huggingface/trl#1498 (closed). Drop when peft finds the config through `gguf_file`.
     warnings.filterwarnings("ignore", message=f"Could not find a config file in {re.escape(path)} ")
     return model
 
@@ -170,7 +173,8 @@ def trainer_hint(path: str, full: bool) -> str:
     """What to add when a TRL trainer refuses a GGUF policy: in full mode, TRL 1.16 trainers that keep a frozen copy
     of the start model (RLOO; GRPO with beta > 0; DPO / KTO with --precompute_ref_log_probs false) build it with
     AutoConfig.from_pretrained(model.config._name_or_path), which takes no `gguf_file` (trl/trainer/utils.py,
-    create_model_from_path), so they cannot read it from the file."""
+    create_model_from_path), so they cannot read it from the file. No upstream report found (searched "TRL reference
+    model GGUF gguf_file create_model_from_path", 2026-12-02); drop when TRL passes `gguf_file` on."""
     if not (full and is_gguf(path)):
         return ""
     return (f" The policy is the GGUF file {path!r} in --train_mode full: a TRL trainer that builds its own frozen "
@@ -181,7 +185,8 @@ def trainer_hint(path: str, full: bool) -> str:
 def refuse_reference_from_file(common, reason: str | None, instead: str) -> None:
     """Check phase, for a method whose TRL trainer keeps a frozen reference copy in full mode because of `reason` (a
     flag and its value; None: it keeps none): TRL 1.16 loads that copy from the policy's path with
-    AutoConfig.from_pretrained, which takes no `gguf_file` (trl/trainer/utils.py, create_model_from_path)."""
+    AutoConfig.from_pretrained, which takes no `gguf_file` (trl/trainer/utils.py, create_model_from_path). Upstream
+    reference and removal: see `trainer_hint`."""
     path = common.model_name_or_path
     if reason and common.train_mode == "full" and is_gguf(path):
         raise UserError(f"--model_name_or_path {path!r} is a GGUF file, and --train_mode full with {reason} keeps a "

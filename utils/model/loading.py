@@ -232,7 +232,9 @@ def follow_weight_dtype(module) -> None:
     """The module computes in its weights' dtype and returns the caller's. TRL 1.16 casts every trainable parameter
     of a quantized model to bf16 (the QLoRA paper's adapters); a reward model's score head, trained in full beside
     the adapter, then met hidden states in the compute dtype (fp32 on CPU) and failed with "expected m1 and m2 to
-    have the same dtype". The hooks go with the head into peft's trainable copy (modules_to_save)."""
+    have the same dtype". The hooks go with the head into peft's trainable copy (modules_to_save). TRL's cast stands in
+    for huggingface/peft#2889 (fixed by huggingface/peft#2893); the head's failure: no upstream report found (searched
+    "QLoRA score head bf16 cast dtype RewardTrainer", 2026-12-02). Drop when TRL leaves the dtype to peft."""
 
     def cast_in(mod, args):
         mod._caller_dtype = args[0].dtype
@@ -253,7 +255,9 @@ def guard_bnb_cpu_inference(model) -> None:
     of a model that is trained after such a pass (a QLoRA policy whose reference log-probs are precomputed, the DPO
     and KTO default): a repacked layer fails the next forward with gradients ("a view of a leaf Variable that
     requires grad is being used in an in-place operation"); the repack is the ABI of bitsandbytes' inference kernel
-    only. Frozen 4-bit models therefore also use the generic kernel on CPU (correct, somewhat slower)."""
+    only. Frozen 4-bit models therefore also use the generic kernel on CPU (correct, somewhat slower). No upstream
+    report found (searched "bitsandbytes CPU 4bit repack avx512bf16 shape invalid", 2026-12-02); drop when
+    bitsandbytes repacks only shapes its kernel takes and undoes the repack for training."""
     try:
         from bitsandbytes.nn import Linear4bit
     except ImportError:

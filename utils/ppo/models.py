@@ -134,7 +134,9 @@ class PolicyAndValue(nn.Module):
                              logits_to_keep=logits_to_keep, use_cache=False).logits
         return logits, self.critic(input_ids, attention_mask, position_ids)
 
-    # Trainer and TRL's unwrap_model_for_generation switch checkpointing through these names.
+    # Trainer and TRL's unwrap_model_for_generation switch checkpointing through these names: transformers 5.23's new
+    # ones, and the old ones TRL 1.16 still calls (the same need of TRL's own PPO wrapper: huggingface/trl#4954).
+    # Drop the gradient_checkpointing ones when TRL calls the activation_checkpointing names.
     def activation_checkpointing_enable(self, activation_checkpointing_kwargs=None, **kwargs):
         for m in (self.policy, self.critic.backbone):
             m.activation_checkpointing_enable(activation_checkpointing_kwargs=activation_checkpointing_kwargs, **kwargs)

@@ -5,17 +5,21 @@ What the subclass changes, and nothing else (generation, the lmbda / seq_kd sche
 formula are TRL's):
 
 1. `temperature` also divides both models' logits in the loss. TRL uses it only for sampling and
-   computes the loss at temperature 1, unlike what its docs and the GKD paper describe.
+   computes the loss at temperature 1, unlike what its docs and the GKD paper describe. Upstream keeps T = 1 on
+   purpose (huggingface/trl#5731 aligned its Liger path to it), so this stays as long as we want the paper's loss.
 2. Teacher and student may have embedding matrices of different sizes (one family, e.g. 151936 vs
    152064 rows): TRL refuses any difference. We compare the two distributions over the tokenizer's
    real vocabulary (the first `len(tokenizer)` logits, renormalised) and never sample ids past it.
-   A different tokenizer is refused before the teacher loads (`check_teacher`).
+   A different tokenizer is refused before the teacher loads (`check_teacher`). TRL's check is huggingface/trl#6252;
+   huggingface/trl#3028 asks for different sizes: drop this when GKD compares over a shared vocabulary itself.
 3. The loss is over completion tokens only (TRL's labels mask the prompt already) and averaged over
    the tokens that are actually trained on: TRL divides by the token count of the *dataset* batch
    (counted before the student or teacher regenerates the completions) and, under DDP, by the world
-   size once too often.
+   size once too often. huggingface/trl#6478 fixed the count for DistillationTrainer only; for GKD no report found
+   (searched "GKDTrainer num_items_in_batch on-policy generation DDP", 2026-12-02): drop when GKD gets that fix.
 4. Rows in our SFT formats (conversational or plain strings) are tokenised here into `input_ids` +
-   `completion_mask`, which TRL's ChatML collator takes as is; it only knows `messages` rows.
+   `completion_mask`, which TRL's ChatML collator takes as is; it only knows `messages` rows (GKD tied to that
+   collator: huggingface/trl#2481). Drop when GKD takes prompt + completion rows.
 """
 
 from __future__ import annotations

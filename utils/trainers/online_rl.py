@@ -4,7 +4,9 @@ utils/model/rewards.py (`check_reward_sources`, then `RewardSources.build`), for
 called as our `RewardModelScorer`, which scores the decoded text re-encoded with the reward model's own tokenizer
 and chat template, where the reward model was trained to give a score (TRL's RewardTrainer appends EOS to plain
 strings; TRL's RLOO / GRPO would score plain text without it). tests/test_online_rl.py checks the scores against
-scoring the text directly, with two different tokenizers."""
+scoring the text directly, with two different tokenizers. The EOS mismatch in TRL 1.16: no upstream report found
+(searched "GRPO reward model EOS RewardTrainer appends EOS", 2026-12-02); RewardModelScorer.texts can stop appending
+EOS when RLOO / GRPO append it themselves."""
 
 from __future__ import annotations
 

@@ -12,12 +12,14 @@ to end in a row, each with positions 0, 1, ..., give the padded batch's logits w
   unchanged. Same loss, rewards and log-probs; only CPO / ORPO's `logits/*` metrics (a mean over every position,
   padding included) differ.
   The hooks sit on the causal LM itself (under a PEFT wrapper, DDP or a DeepSpeed engine), so LoRA, the reference
-  forward and `precompute_ref_log_probs` are packed too.
+  forward and `precompute_ref_log_probs` are packed too. DPO's own padding-free is tracked in huggingface/trl#2469
+  (documented as unavailable by huggingface/trl#7014): drop the DPO class when it is back and no slower than this.
 - SFT: TRL's own `padding_free` collator flattens the whole batch into one row; transformers masks it as above, so
   it is exact on sdpa too, but one row's attention costs (sum of lengths)^2 (see `pack`), and TRL 1.16 refuses it
-  next to a `max_length` ("max_length is not enforced", a guard from trl#5359, stale since 1.16 truncates rows in
-  `_prepare_dataset` again). `PaddingFreeSFTTrainer` hides the option from TRL (padded collator, rows truncated as
-  usual) and packs with the same hooks.
+  next to a `max_length` ("max_length is not enforced", a guard from huggingface/trl#5359, stale since 1.16 truncates
+  rows in `_prepare_dataset` again; no report of it found, searched "padding_free max_length is not enforced SFT",
+  2026-12-02). `PaddingFreeSFTTrainer` hides the option from TRL (padded collator, rows truncated as usual) and packs
+  with the same hooks; keep it while TRL's one-row collator costs more than padding (bench/RESULTS.md).
 """
 
 from __future__ import annotations
