@@ -24,7 +24,7 @@ class CommonArgs:
     train_data_path: list[str] = field(
         metadata={"help": "Training data, one or more sources: a .jsonl / .json / .parquet file, a folder of such "
                           "files (shards, e.g. a dataset as downloaded from a hub), a folder saved by `datasets`, or "
-                          "a hub dataset id already in the local Hugging Face cache. Formats: README, Data formats."}
+                          "a hub dataset id already in the local Hugging Face cache. Formats: docs/data.md."}
     )
     train_mode: str = field(default="lora", metadata={"help": "full | lora | qlora (4-bit NF4, double quant)."})
     tokenizer_name_or_path: str | None = field(
@@ -75,7 +75,7 @@ class CommonArgs:
     # Evaluation after training (utils/evaluation/run.py)
     evaluate_after: bool = field(
         default=False, metadata={"help": "After training, compare the final model with --model_name_or_path on "
-                                         "--eval_prompts_path (win rate, reward, KL, length; README, Evaluate) and "
+                                         "--eval_prompts_path (win rate, reward, KL, length; docs/evaluation.md) and "
                                          "write the results to output_dir/eval."}
     )
     eval_prompts_path: str | None = field(

@@ -81,8 +81,8 @@ def plan(engine: str | None, paths: dict, out: Path) -> dict[str, list[str]]:
     ppo = [d / "prompts.jsonl", *reward, "--max_new_tokens", "8", "--num_ppo_epochs", "1", "--whiten_advantages",
            "false"]
     runs["ppo"] = ["PPO", "lora", *ppo]
-    # DeepSpeed clips one norm over policy and critic inside its engine, elsewhere they are clipped apart (README,
-    # PPO): the full run, whose critic gradient exceeds max_grad_norm, compares without clipping.
+    # DeepSpeed clips one norm over policy and critic inside its engine, elsewhere they are clipped apart
+    # (docs/online_rl.md, PPO): the full run, whose critic gradient exceeds max_grad_norm, compares without clipping.
     runs["ppo_full"] = ["PPO", "full", *ppo, "--max_grad_norm", "1e6"]
     if engine == "zero3":
         # resume: the step-2 checkpoint of an uninterrupted 4-step run, resumed in a new output_dir
