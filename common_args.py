@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from utils.model.loading import DTYPE_HELP, DTYPES
+from utils.model.dtype import DTYPE_HELP, DTYPES
 
 TRAIN_MODES = ("full", "lora", "qlora")
 

@@ -191,7 +191,9 @@ def build_trainer(method, common, config, tokenizer, train, evals, callbacks, ne
     from utils.model import gguf
     from utils.core.distributed import shared_datasets
     from utils.core.errors import reword
-    from utils.model.loading import has_experts, load_model, lora_config, resolve_dtype
+    from utils.model.adapters import lora_config
+    from utils.model.dtype import resolve_dtype
+    from utils.model.loading import has_experts, load_model
 
     needs = needs or check_needs(method, common, config, tokenizer, train)
     dtype = resolve_dtype(common.dtype, config.bf16, config.fp16)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from transformers.trainer_utils import SaveStrategy
 
-from utils.model.loading import bf16_supported
+from utils.model.dtype import bf16_supported
 
 
 @dataclass(frozen=True)

@@ -124,7 +124,7 @@ def check_paths(values: dict) -> None:
     weights, GGUF files are complete and readable (utils/model/gguf.py), a checkpoint to resume from is complete,
     output_dir is not a file."""
     from utils.model import gguf
-    from utils.model.loading import WEIGHTS, check_model_dir
+    from utils.model.checks import WEIGHTS, check_model_dir
 
     four_bit = {"model_name_or_path": "--train_mode qlora" if values.get("train_mode") == "qlora" else
                 "--load_in_4bit" if _true(values.get("load_in_4bit")) else None,
@@ -172,7 +172,7 @@ def _key() -> str:
     h = hashlib.sha256(sys.version.encode())
     for dist in ("trl", "transformers"):
         h.update(version(dist).encode())
-    files = ["common_args.py", "utils/model/loading.py", "utils/cli/args.py", "utils/cli/options.py",
+    files = ["common_args.py", "utils/model/dtype.py", "utils/cli/args.py", "utils/cli/options.py",
              *glob.glob("rlhf_args/*.py", root_dir=ROOT)]
     for rel in sorted(files):
         with open(os.path.join(ROOT, rel), "rb") as f:

@@ -77,7 +77,8 @@ def check(a: argparse.Namespace, model_tokenizer=None, baseline_tokenizer=None, 
     """Paths, adapter bases, every data row, tokenizers, reward sources. `model_tokenizer` given: the model is
     still to be trained (main_train --evaluate_after), so its path is not checked. `what`: the data's flag."""
     from utils.cli.args import check_paths
-    from utils.model.loading import check_model_dir, load_tokenizer
+    from utils.model.checks import check_model_dir
+    from utils.model.loading import load_tokenizer
     from utils.model.rewards import check_reward_sources
 
     trc = a.trust_remote_code

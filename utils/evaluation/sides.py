@@ -37,7 +37,7 @@ def _one_side(plan, side, chunks, rows, device, own: dict | None) -> dict:
     this is the baseline), whose tokens the baseline scores for the KL."""
     from tqdm.auto import tqdm
 
-    from utils.model.loading import resolve_dtype
+    from utils.model.dtype import resolve_dtype
 
     a = plan.args
     model = generation.load_policy(side.path, side.tokenizer, resolve_dtype(a.dtype), base_override=side.base,
@@ -74,7 +74,7 @@ def _scores(sources, names, weights, prompts, completions, columns):
 
 def evaluate_chunks(plan, chunks: list[list[int]], device) -> list[dict]:
     """One record per prompt of `chunks`: both sides' samples with their scores, the KL sums, preference scores."""
-    from utils.model.loading import resolve_dtype
+    from utils.model.dtype import resolve_dtype
     from utils.model.rewards import as_completion, source_names
 
     a = plan.args

@@ -1,4 +1,5 @@
-"""Loading models and tokenizers: full / LoRA / QLoRA / DoRA, pad-token repair, score heads.
+"""Loading models and tokenizers: full / LoRA / QLoRA / DoRA, pad-token repair, score heads (the dtype names are in
+utils/model/dtype.py, the check-phase probes in checks.py, the LoRA config in adapters.py).
 
 Trainers get an instantiated model plus a `peft_config`; TRL wraps the adapter itself, so its own
 handling of ZeRO-3, gradient checkpointing and quantized adapters applies unchanged. With an
@@ -7,98 +8,14 @@ adapter, TRL computes reference log-probs with the adapter switched off: no seco
 
 from __future__ import annotations
 
-import glob
 import logging
 import os
-import re
 
 from utils.core.errors import UserError
+from utils.model.checks import TOKENIZER_FILES
+from utils.model.dtype import resolve_dtype
 
 log = logging.getLogger(__name__)
-
-# `--dtype`, the same in every command: the dtype weights are loaded (and merged, saved) in.
-DTYPES = ("auto", "checkpoint", "float32", "bfloat16", "float16")
-DTYPE_HELP = ("Weights dtype: auto = the compute dtype (bfloat16 with --bf16, which is on by default on GPUs that "
-              "have it; float16 with --fp16; else float32) | checkpoint = as saved | float32 | bfloat16 | float16.")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model", "spiece.model",
-                   "vocab.txt")
-WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
-           "adapter_model.safetensors", "adapter_model.bin")
-
-
-def resolve_dtype(name: str, bf16: bool | None = None, fp16: bool = False):
-    """The torch dtype (or "auto": transformers' "as saved") for `--dtype NAME`; `bf16` None = where the GPU has it."""
-    import torch
-
-    if name not in DTYPES:
-        raise UserError(f"--dtype {name!r} is not known; expected one of {', '.join(DTYPES)}.")
-    if name == "checkpoint":
-        return "auto"
-    if name == "auto":
-        if bf16 is None and not fp16:
-            bf16 = bf16_supported()
-        return torch.bfloat16 if bf16 else torch.float16 if fp16 else torch.float32
-    return getattr(torch, name)
-
-
-def bf16_supported() -> bool:
-    import torch
-
-    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-
-
-def looks_local(path: str) -> bool:
-    """A path the user meant on disk (absolute, ./, ~, or more than one '/'), not a hub id like `org/name`."""
-    return os.path.isabs(path) or path.startswith((".", "~")) or path.count("/") > 1 or \
-        not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", path)
-
-
-def check_model_dir(path: str, what: str) -> None:
-    """Check phase: a local model directory exists and holds a config and weights (nothing is read); a hub id is in
-    the local cache or the hub can be reached (check_hub_id); a GGUF file is checked by utils/model/gguf.py."""
-    from utils.model import gguf
-
-    if gguf.is_gguf(path):
-        gguf.check(path, what)
-        return
-    real = os.path.expanduser(path)
-    if not os.path.exists(real):
-        if looks_local(path):
-            raise UserError(f"{what} {path!r} does not exist; expected a model directory (config.json + weights, as "
-                            "written by save_pretrained) or a hub id.")
-        return check_hub_id(path, what)
-    if not os.path.isdir(real):
-        raise UserError(f"{what} {path!r} is a file; expected a model directory (config.json + weights).")
-    if not any(os.path.isfile(os.path.join(real, c)) for c in ("config.json", "adapter_config.json")):
-        raise UserError(f"{what} {path!r} holds no config.json; expected a model directory written by "
-                        "save_pretrained.")
-    if not any(os.path.isfile(os.path.join(real, w)) for w in WEIGHTS) and \
-            not glob.glob(os.path.join(glob.escape(real), "*.safetensors")):
-        raise UserError(f"{what} {path!r} holds no weights (model.safetensors, pytorch_model.bin or their sharded "
-                        "index); expected a model directory written by save_pretrained.")
-
-
-def check_hub_id(path: str, what: str) -> None:
-    """A hub id must be in the local Hugging Face cache or the hub reachable: transformers would otherwise retry
-    for about a minute and end in a traceback."""
-    from huggingface_hub import try_to_load_from_cache
-
-    if isinstance(try_to_load_from_cache(path, "config.json"), str):
-        return
-    instead = ("pass a local model directory (written by save_pretrained), or fetch the model on a connected "
-               "machine first (it is then in the cache)")
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
-        raise UserError(f"{what} {path!r} is not a local directory and not in the Hugging Face cache, and this "
-                        f"machine is offline (HF_HUB_OFFLINE is set); {instead}.")
-    import socket
-    from urllib.parse import urlparse
-
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
-    try:
-        socket.create_connection((host, 443), timeout=5).close()
-    except OSError:
-        raise UserError(f"{what} {path!r} is not a local directory, not in the Hugging Face cache, and {host} cannot "
-                        f"be reached: this machine looks offline; {instead}.") from None
 
 
 def load_tokenizer(path: str, trust_remote_code: bool = False):
@@ -265,24 +182,3 @@ def guard_bnb_cpu_inference(model) -> None:
     for module in model.modules():
         if isinstance(module, Linear4bit):
             module.support_avx512bf16_for_cpu = False
-
-
-def lora_config(common, head: str = "causal", model=None):
-    """The adapter for `lora` / `qlora` modes (None for `full`). `all-linear` targets every linear
-    layer but the output head; a score head is trained in full and saved with the adapter."""
-    if common.train_mode == "full":
-        return None
-    from peft import LoraConfig
-
-    targets = common.lora_target_modules
-    return LoraConfig(
-        r=common.lora_rank,
-        lora_alpha=common.lora_alpha,
-        lora_dropout=common.lora_dropout,
-        target_modules=targets[0] if targets == ["all-linear"] else targets,
-        use_dora=common.use_dora,
-        # GPT-2-style models store linear layers transposed (transformers' Conv1D); peft warns and flips it otherwise.
-        fan_in_fan_out=model is not None and any(type(m).__name__ == "Conv1D" for m in model.modules()),
-        task_type="SEQ_CLS" if head == "score" else "CAUSAL_LM",
-        modules_to_save=["score"] if head == "score" else None,
-    )

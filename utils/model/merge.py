@@ -18,7 +18,7 @@ import os
 import sys
 
 from utils.core.errors import CommandParser, UserError, run_command
-from utils.model.loading import DTYPE_HELP, DTYPES
+from utils.model.dtype import DTYPE_HELP, DTYPES
 
 log = logging.getLogger("merge")
 RENAMED = {"adapter": "model_name_or_path", "base": "base_model_name_or_path", "output": "output_dir"}
@@ -45,7 +45,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     a.base_model_name_or_path = given or a.adapter_config.get("base_model_name_or_path")
     if not a.base_model_name_or_path:
         raise UserError(f"{config_path} names no base model; pass --base_model_name_or_path PATH.")
-    from utils.model.loading import check_model_dir
+    from utils.model.checks import check_model_dir
 
     check_model_dir(a.base_model_name_or_path,  # a model directory, hub id or GGUF file, checked before loading
                     "--base_model_name_or_path" if given else f"The base model named in {config_path}")
@@ -59,7 +59,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def merge(args) -> str:
     from peft import PeftModel
 
-    from utils.model.loading import load_model, load_tokenizer, resolve_dtype
+    from utils.model.dtype import resolve_dtype
+
+    from utils.model.loading import load_model, load_tokenizer
 
     head = "score" if args.adapter_config.get("task_type") == "SEQ_CLS" else "causal"
     # The adapter directory holds the tokenizer training used (its pad token may have grown the embeddings).

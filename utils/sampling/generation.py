@@ -25,7 +25,7 @@ warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprec
 # ------------------------------------------------------------------------------------------ flags
 def add_sampling_args(p, samples_help: str, load_help: str) -> None:
     """The flags rejection sampling and evaluation share: reward sources, sampling settings, seed, loading."""
-    from utils.model.loading import DTYPE_HELP, DTYPES
+    from utils.model.dtype import DTYPE_HELP, DTYPES
 
     p.add_argument("--reward_model_path", nargs="*", default=[], help="Reward model(s), each with its own tokenizer.")
     p.add_argument("--reward_funcs", nargs="*", default=[], help="module:function or path/file.py:function.")
@@ -82,7 +82,7 @@ def check_adapter_base(path: str, base_override: str | None, flag: str, remedy: 
     """Check phase: the base of an adapter can be loaded (a directory with config and weights, or a cached hub
     id). Without this the run would fail while loading weights, with transformers' own message. `remedy`: the
     sentence that ends the message."""
-    from utils.model.loading import check_model_dir
+    from utils.model.checks import check_model_dir
 
     base = adapter_base(path, base_override)
     if base is None or base_override:  # an explicit base was checked with every other path

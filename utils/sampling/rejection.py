@@ -79,7 +79,8 @@ def run(args) -> dict:
     from tqdm.auto import tqdm
 
     from utils.data.loading import load_dataset_checked
-    from utils.model.loading import load_tokenizer, resolve_dtype
+    from utils.model.dtype import resolve_dtype
+    from utils.model.loading import load_tokenizer
     from utils.model.rewards import check_reward_sources
 
     # Check phase (no weights): the data with the tokenizer, the reward functions, reward-model tokenizers.
