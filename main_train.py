@@ -27,9 +27,9 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 from utils.cli import args as cli  # noqa: E402
-from utils.core.errors import UserError  # noqa: E402
+from utils.core.errors import UserError, rename  # noqa: E402
 from utils.runtime.outputs import resume_command, save_outputs, undo_output_dir  # noqa: E402
-from utils.cli.options import general_help, make_parser, method_key, option_strings, write_options_cache  # noqa: E402,F401
+from utils.cli.options import answer_front, make_parser, option_strings, write_options_cache  # noqa: E402
 
 log = logging.getLogger("main_train")
 EXIT_USER_ERROR, EXIT_NON_FINITE = 2, 3
@@ -40,31 +40,27 @@ RENAMED = {"model_dtype": "dtype"}  # old flag -> new; the old name works for on
 def _read(argv: list[str]):
     """(flags, the YAML config's mapping, its path, the raw values of the flags the early checks read)."""
     config_path, argv = cli.split_config(argv)
-    argv, yaml_config = cli.rename(argv, cli.read_config(config_path), RENAMED, "main_train.py")
+    argv, yaml_config = rename(argv, cli.read_config(config_path), RENAMED, "main_train.py")
     return argv, yaml_config, config_path, cli.raw_values(argv, yaml_config)
 
 
 def parse_args(argv: list[str], cache_is_current: bool = True):
     """argv (with or without a YAML config) -> (method, CommonArgs, the method's config), checked."""
-    return _parse(*_read(argv), cache_is_current)
+    return _parse(*_read(argv), cli.load_cache() if cache_is_current else None)
 
 
-def _parse(argv, yaml_config, config_path, values, cache_is_current):
+def _parse(argv, yaml_config, config_path, values, table: dict | None):
+    """`table`: the options table (the cache); None: built from the parsers, and the cache written."""
     from common_args import CommonArgs
     from rlhf_args import METHODS
 
-    if not cache_is_current:
-        write_options_cache(METHODS, CommonArgs)
-    if values.get("help") and not values.get("rlhf_type"):
-        print(general_help(METHODS, CommonArgs))
-        sys.exit(0)
-    method = METHODS[method_key(values.get("rlhf_type"), [m.name for m in METHODS.values()])]
+    from utils.core.distributed import process_defaults
+
+    table = table or write_options_cache(METHODS, CommonArgs)
+    process_defaults()
+    method = METHODS[answer_front(table, argv, yaml_config, values, config_path)]
     parser = make_parser([CommonArgs, method.config])
-    if values.get("help"):
-        parser.print_help()
-        sys.exit(0)
     options = option_strings(parser)
-    cli.refuse_unknown(*cli.unknown(argv, yaml_config, options), options, method.name, config_path)
     lists = {a.dest for a in parser._actions if a.nargs in ("+", "*")}
     parser.set_defaults_with_config(**{k: [v] if k in lists and not isinstance(v, list) else v
                                        for k, v in yaml_config.items()})
@@ -155,15 +151,7 @@ def check_phase(argv: list[str]):
     argv, yaml_config, config_path, values = _read(argv)
     cache, rows = cli.load_cache(), {}
     if cache is not None:  # before any heavy import: help, method, option names
-        if values.get("help") and not values.get("rlhf_type"):
-            print(cache["general_help"])
-            sys.exit(0)
-        entry = cache["methods"][method_key(values.get("rlhf_type"), [m["name"] for m in cache["methods"].values()])]
-        if values.get("help"):
-            print(entry["help"])
-            sys.exit(0)
-        options = set(entry["options"])
-        cli.refuse_unknown(*cli.unknown(argv, yaml_config, options), options, entry["name"], config_path)
+        entry = cache["methods"][answer_front(cache, argv, yaml_config, values, config_path)]
     cli.check_paths(values)
     from utils.data.formats import DataOptions
 
@@ -174,7 +162,7 @@ def check_phase(argv: list[str]):
         for what in ("train_data_path", "eval_data_path"):
             if values.get(what):
                 rows[what] = check_rows(values[what], entry["data"], what, options)
-    method, common, config = _parse(argv, yaml_config, config_path, values, cache is not None)
+    method, common, config = _parse(argv, yaml_config, config_path, values, cache)
     from utils.model.loading import load_tokenizer
 
     tokenizer = load_tokenizer(common.tokenizer_name_or_path or common.model_name_or_path, config.trust_remote_code)
@@ -266,7 +254,8 @@ def _main(argv: list[str]) -> int:
         method, common, config, tokenizer, train, evals, needs = check_phase(argv)
         out = config.output_dir
         before = set(os.listdir(out)) if os.path.isdir(out) else None
-        from utils.runtime.callbacks import StopOnNonFinite, StopOnSignal
+        from utils.runtime.callbacks import StopOnSignal
+        from utils.runtime.non_finite import StopOnNonFinite
 
         guard = StopOnNonFinite()
         trainer = build_trainer(method, common, config, tokenizer, train, evals, [guard], needs)

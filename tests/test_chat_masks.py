@@ -10,7 +10,7 @@ import json
 import pytest
 
 from conftest import log_history, run_cli, write_jsonl
-from real_model import hf_dir
+from utils.toy.smollm2 import hf_dir
 
 CHATML = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>'"
           " + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")

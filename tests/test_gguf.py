@@ -1,5 +1,5 @@
 """GGUF files (llama.cpp, Ollama) as a model source, utils/model/gguf.py: a real one (SmolLM2-135M-Instruct, Q4_1,
-tests/real_model.py) trains with LoRA from the command line, its adapter merges onto the same file, and what comes out
+utils/toy/smollm2.py) trains with LoRA from the command line, its adapter merges onto the same file, and what comes out
 is plain safetensors that `from_pretrained` reloads without `gguf_file`, tokenizer and chat template included. Every
 GGUF mistake (missing file, truncated or corrupt file, an architecture transformers cannot read, no `gguf` package,
 4-bit loading, a GGUF reward model) is refused in the check phase: exit 2, one paragraph, nothing written."""
@@ -15,7 +15,7 @@ import sys
 import pytest
 
 from conftest import ENV, ROOT, log_history, run_cli, write_jsonl
-from real_model import gguf_file
+from utils.toy.smollm2 import gguf_file
 
 SFT = ["--max_steps", "2", "--per_device_train_batch_size", "2", "--max_length", "64", "--save_strategy", "no",
        "--gradient_checkpointing", "false", "--seed", "0", "--disable_tqdm", "true"]
@@ -74,7 +74,7 @@ def test_reward_full_from_gguf_saves_plain_safetensors(smol, tmp_path):
     from safetensors import safe_open
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from real_model import hf_dir
+    from utils.toy.smollm2 import hf_dir
 
     rows = [{"chosen": [{"role": "user", "content": f"What is {a}+{a}?"}, {"role": "assistant", "content": str(2 * a)}],
              "rejected": [{"role": "user", "content": f"What is {a}+{a}?"},

@@ -110,7 +110,7 @@ def gkd_data(tmp_path_factory) -> Path:
 def _trainer(student, teacher, data, out, *flags):
     """Our GKDTrainer built the way main_train builds it (parse, load, extras hook)."""
     import main_train
-    from utils.runtime.callbacks import StopOnNonFinite
+    from utils.runtime.non_finite import StopOnNonFinite
     from utils.data.loading import load_dataset_checked
     from utils.model.loading import load_tokenizer
 

@@ -74,7 +74,7 @@ def test_architecture_without_score_head_gets_advice(tmp_path):
 def _trainer(argv):
     """Build the trainer exactly as main_train does, without training."""
     import main_train
-    from utils.runtime.callbacks import StopOnNonFinite
+    from utils.runtime.non_finite import StopOnNonFinite
     from utils.model.loading import load_tokenizer
 
     method, common, config = main_train.parse_args([str(a) for a in argv])

@@ -4,7 +4,6 @@ as such. Killed runs leave no scratch data behind (the next run removes it; a li
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -135,7 +134,7 @@ def test_killed_run_leaves_no_scratch_data(tiny_dir, tmp_path):
 
     host = host_name()
     live = scratch_tmp / f"rlhf-data-{host}-{os.getpid()}-live"  # this test's own process: alive
-    other = scratch_tmp / f"rlhf-data-elsewhere.example-1-other"  # pid 1 on another host: not ours to judge
+    other = scratch_tmp / "rlhf-data-elsewhere.example-1-other"  # pid 1 on another host: not ours to judge
     live.mkdir(), other.mkdir()
     argv = [sys.executable, str(ROOT / "main_train.py"), *BASE, "--train_mode", "lora", "--model_name_or_path",
             str(tiny_dir), "--train_data_path", str(data), "--max_steps", "500", "--save_strategy", "no"]

@@ -1,4 +1,4 @@
-"""Every method on a real pretrained model, SmolLM2-135M-Instruct (tests/real_model.py: from a PyPI wheel, no hub):
+"""Every method on a real pretrained model, SmolLM2-135M-Instruct (utils/toy/smollm2.py: from a PyPI wheel, no hub):
 a vocabulary of 49152, tied embeddings, pad = eos, a ChatML template with a default system prompt and no
 `{% generation %}` markers. A few LoRA steps each at short lengths (plus one full and one QLoRA run, rejection
 sampling, evaluate and merge), each asserting what can fail: finite losses; the output reloads; the model still
@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from conftest import log_history, run_cli, run_main, write_jsonl
-from real_model import hf_dir
+from utils.toy.smollm2 import hf_dir
 
 pytestmark = pytest.mark.real
 

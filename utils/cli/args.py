@@ -19,7 +19,7 @@ import json
 import os
 import sys
 
-from utils.core.errors import CommandParser, UserError, did_you_mean, rename, run_command  # noqa: F401 (cli.rename)
+from utils.core.errors import UserError, did_you_mean
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CACHE = os.path.join(ROOT, ".cache", "cli-options.json")

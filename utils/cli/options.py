@@ -30,15 +30,40 @@ def general_help(methods, common) -> str:
     return f"{make_parser([common]).format_help()}\nMethods: {names}.\n{MORE_HELP}\n"
 
 
-def write_options_cache(methods, common) -> None:
-    """What the checks before the imports need (utils/cli/args.py), from the real parser and table (`methods`:
-    rlhf_args.METHODS; `common`: the CommonArgs class)."""
+def options_table(methods, common) -> dict:
+    """Each method's name, data kind, option names and `--help` text, and the general help, from the real parsers
+    (`methods`: rlhf_args.METHODS; `common`: the CommonArgs class). The options cache holds exactly this."""
     entries = {}
     for key, m in methods.items():
         parser = make_parser([common, m.config])
         entries[key] = {"name": m.name, "data": m.data, "options": sorted(option_strings(parser)),
                         "help": parser.format_help()}
-    cli.save_cache({"general_help": general_help(methods, common), "methods": entries})
+    return {"general_help": general_help(methods, common), "methods": entries}
+
+
+def write_options_cache(methods, common) -> dict:
+    """The options table, saved for the checks before the imports (utils/cli/args.py); returned too."""
+    table = options_table(methods, common)
+    cli.save_cache(table)
+    return table
+
+
+def answer_front(table: dict, argv: list[str], yaml_config: dict, values: dict, config_path: str | None) -> str:
+    """`--help`, `--rlhf_type` and unknown flags, answered from the options table (the cache, or built from the
+    parsers): the help printed and exit 0, a mistake a UserError; else the method's table key."""
+    import sys
+
+    if values.get("help") and not values.get("rlhf_type"):
+        print(table["general_help"])
+        sys.exit(0)
+    key = method_key(values.get("rlhf_type"), [m["name"] for m in table["methods"].values()])
+    entry = table["methods"][key]
+    if values.get("help"):
+        print(entry["help"])
+        sys.exit(0)
+    options = set(entry["options"])
+    cli.refuse_unknown(*cli.unknown(argv, yaml_config, options), options, entry["name"], config_path)
+    return key
 
 
 def method_key(name, names: list[str]) -> str:

@@ -31,6 +31,11 @@ def launched() -> bool:
     return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
+def launched_many() -> bool:
+    """True in one of several processes (`RANK` names this one)."""
+    return launched() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
 def first_process() -> bool:
     """True in the one process (rank 0) that prints and writes what every process would say alike."""
     return os.environ.get("RANK", "0") == "0"
@@ -45,14 +50,22 @@ def engine() -> str:
     return "ddp" if launched() else "single"
 
 
-def cpu_launch_defaults(args) -> None:
-    """Called by OurDefaults.__post_init__ before TrainingArguments sets up devices (see the module docstring)."""
+def process_defaults() -> None:
+    """The process environment a training run sets before its configs are built (main_train: once, not by a
+    config object)."""
     import torch
 
     # deepspeed 0.19.8 (real_accelerator.py) warns whenever its detection falls back to CPU, on purpose: no upstream
     # report found (searched "DeepSpeed Setting accelerator to CPU DS_ACCELERATOR", 2026-12-02); drop if it goes.
     if not torch.cuda.is_available():  # DeepSpeed would log "Setting accelerator to CPU" in every run otherwise
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
+
+def cpu_launch_defaults(args) -> None:
+    """Called by OurDefaults.__post_init__ before TrainingArguments sets up devices (see the module docstring): the
+    config's own fields only."""
+    import torch
+
     if not launched() or torch.cuda.is_available():
         return
     # accelerate 1.15: no upstream report found (searched "accelerate FSDP on CPU not supported", 2026-12-02); drop

@@ -15,7 +15,6 @@ import json
 import math
 import os
 import re
-import sys
 
 from utils.core.errors import CommandParser, UserError, run_command
 

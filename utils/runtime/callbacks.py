@@ -8,8 +8,6 @@ import time
 
 from transformers import TrainerCallback
 
-from utils.runtime.non_finite import StopOnNonFinite, checkpoints  # noqa: F401  (the NaN guard lives there)
-
 
 class StopOnSignal(TrainerCallback):
     """The first Ctrl-C (SIGINT) or SIGTERM finishes the optimizer step under way, saves a checkpoint and stops the

@@ -18,7 +18,6 @@ import copy
 import logging
 import math
 import os
-import re
 import shutil
 import time
 from collections import deque
@@ -27,20 +26,14 @@ from dataclasses import dataclass, field
 
 from transformers import TrainerCallback
 
+from utils.core.distributed import launched_many
+from utils.runtime.outputs import checkpoints
 from utils.runtime.row_trace import examples_of, name_rows
 
 # Logged values that, once NaN or infinite, mean the run must stop (a non-finite gradient norm with a finite loss).
 WATCHED = ("loss", "train_loss", "grad_norm")
 log = logging.getLogger("main_train")
 CAUSES = ("", "data", "half", "weights")  # agreed across processes by a max over the index
-
-
-def checkpoints(output_dir: str) -> dict[int, str]:
-    """step -> path of every `checkpoint-N` directory in output_dir."""
-    if not os.path.isdir(output_dir):
-        return {}
-    found = (re.fullmatch(r"checkpoint-(\d+)", name) for name in os.listdir(output_dir))
-    return {int(m.group(1)): os.path.join(output_dir, m.group(0)) for m in found if m}
 
 
 @dataclass
@@ -288,7 +281,7 @@ class StopOnNonFinite(TrainerCallback):
             body = f"these rows give a non-finite loss, each on its own: {', '.join(f.rows)}."
         elif not f.traced:
             body = "the failing batch could not be traced back to rows of the file."
-        rows = f" On process {_rank()}, {body}" if _world() > 1 else f" {body[:1].upper()}{body[1:]}"
+        rows = f" On process {os.environ['RANK']}, {body}" if launched_many() else f" {body[:1].upper()}{body[1:]}"
         return (f"{key} became {value} at step {step}, caused by the data: the weights give a finite loss on the last "
                 f"batch before it.{rows} Training stopped there and the final model was not saved. {kept}\nDrop or "
                 "fix those rows (a token whose embedding is not finite, an empty or extremely long row), then resume "
@@ -298,15 +291,3 @@ class StopOnNonFinite(TrainerCallback):
 def _sharded(trainer) -> bool:
     plugin = getattr(trainer.accelerator.state, "deepspeed_plugin", None)
     return plugin is not None and getattr(plugin, "zero_stage", 0) == 3
-
-
-def _rank() -> int:
-    import torch.distributed as dist
-
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
-def _world() -> int:
-    import torch.distributed as dist
-
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1

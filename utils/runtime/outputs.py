@@ -4,6 +4,7 @@ resumes it from a checkpoint."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 
 
@@ -38,3 +39,11 @@ def resume_command(argv: list[str], checkpoint: str) -> str:
         i = argv.index("--resume_from_checkpoint")
         del argv[i:i + 2]
     return shlex.join(["python", "main_train.py", *argv, "--resume_from_checkpoint", checkpoint])
+
+
+def checkpoints(output_dir: str) -> dict[int, str]:
+    """step -> path of every `checkpoint-N` directory in output_dir."""
+    if not os.path.isdir(output_dir):
+        return {}
+    found = (re.fullmatch(r"checkpoint-(\d+)", name) for name in os.listdir(output_dir))
+    return {int(m.group(1)): os.path.join(output_dir, m.group(0)) for m in found if m}
