@@ -70,33 +70,11 @@ def _parse(argv, yaml_config, config_path, values, table: dict | None):
         raise UserError(f"The {method.name} configuration was refused: {e}") from e
     cli.refuse_unknown(rest, [], options, method.name, config_path)
     common.rlhf_type = method.name
-    check_args(method, common, config)
-    return method, common, config
-
-
-def check_args(method, common, config) -> None:
-    """What holds for every method beyond the ranges of the config's own options (utils/cli/option_checks.py, checked
-    as the config is built); the method's own rules with the data are its `check`."""
     from common_args import TRAIN_MODES
-    from utils.cli.option_checks import check_adapter
+    from utils.cli.option_checks import check_run
 
-    if common.train_mode not in TRAIN_MODES:
-        raise UserError(f"--train_mode {common.train_mode!r} is not a mode; expected one of {', '.join(TRAIN_MODES)}.")
-    if not config.output_dir:
-        raise UserError("--output_dir is required: the directory where the model, metrics and checkpoints go.")
-    if not 0.0 <= common.eval_split < 1.0:
-        raise UserError(f"--eval_split {common.eval_split} is out of range; expected a fraction in [0, 1).")
-    check_adapter(common, config, method.head)  # --lora_*: ranges, and target modules against the model's config
-    from transformers.integrations import get_available_reporting_integrations
-
-    missing = [r for r in config.report_to if r not in get_available_reporting_integrations()]
-    if missing:
-        raise UserError(f"--report_to {' '.join(missing)}: {', '.join(missing)} is not installed; install it (pip "
-                        "install tensorboard, wandb, ...) or pass --report_to none.")
-    if config.fp16 and not method.fp16_ok:
-        raise UserError(f"--fp16 is refused for {method.name}: the CPO/SimPO/ORPO family's log-sigmoid losses "
-                        "overflow in half precision and turn NaN. Use --bf16 true (GPUs since Ampere) or fp32 "
-                        "(neither flag).")
+    check_run(method, common, config, TRAIN_MODES)
+    return method, common, config
 
 
 # ------------------------------------------------------------------------------------- check phase

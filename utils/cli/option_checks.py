@@ -6,7 +6,7 @@ A rule is a function `config -> message or None`. `RULES` hold for every method 
 method's own rules (its loss types, its beta range, ...) are `option_rules` on its config class in
 `rlhf_args/<method>.py`. Both run in `OurDefaults.__post_init__` (rlhf_args/base.py) before TRL's and
 transformers' own `__post_init__`, so that no library sees a bad value first. The adapter options (CommonArgs)
-are checked by `check_adapter`, from main_train.check_args, against the model's module names read from its
+are checked by `check_adapter`, from `check_run` (main_train), against the model's module names read from its
 config.json alone (a skeleton on the `meta` device: no weights).
 """
 
@@ -217,3 +217,25 @@ def skeleton_modules(path: str, head: str, trust_remote_code: bool) -> dict | No
         except ValueError:  # an architecture without this head: load_model says so in the build phase
             return None
     return dict(model.named_modules())
+
+
+def check_run(method, common, config, train_modes) -> None:
+    """What holds for every method beyond the ranges of the config's own options (the rules above, checked as the
+    config is built); the method's own rules with the data are its `check`. `train_modes`: common_args'."""
+    if common.train_mode not in train_modes:
+        raise UserError(f"--train_mode {common.train_mode!r} is not a mode; expected one of {', '.join(train_modes)}.")
+    if not config.output_dir:
+        raise UserError("--output_dir is required: the directory where the model, metrics and checkpoints go.")
+    if not 0.0 <= common.eval_split < 1.0:
+        raise UserError(f"--eval_split {common.eval_split} is out of range; expected a fraction in [0, 1).")
+    check_adapter(common, config, method.head)  # --lora_*: ranges, and target modules against the model's config
+    from transformers.integrations import get_available_reporting_integrations
+
+    missing = [r for r in config.report_to if r not in get_available_reporting_integrations()]
+    if missing:
+        raise UserError(f"--report_to {' '.join(missing)}: {', '.join(missing)} is not installed; install it (pip "
+                        "install tensorboard, wandb, ...) or pass --report_to none.")
+    if config.fp16 and not method.fp16_ok:
+        raise UserError(f"--fp16 is refused for {method.name}: the CPO/SimPO/ORPO family's log-sigmoid losses "
+                        "overflow in half precision and turn NaN. Use --bf16 true (GPUs since Ampere) or fp32 "
+                        "(neither flag).")
