@@ -20,42 +20,30 @@ by MIN_GAIN (above the run-to-run noise measured over seeds), is FAILED and the 
 from __future__ import annotations
 
 import gc
-import json
 import os
-import random
 import shlex
 import sys
 import time
 import traceback
-from dataclasses import asdict, dataclass
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:  # `python utils/demo.py` as well as `python -m utils.demo`
     sys.path.insert(0, ROOT)
 
+from utils.toy.demo_report import Stage, table, write_report  # noqa: E402
+from utils.toy.demo_setup import (FULL, QUICK, Pairs, Settings, Workspace, build_workspace,  # noqa: E402
+                                  write_preference_pairs)
 # The task and its held-out measurements; answer_of, score (and sort_reward below) stay importable from here.
-from utils.toy.demo_task import (LIST_LENGTH, MAX_NEW_TOKENS, answer_of, demonstration, divergence,  # noqa: E402
-                             pairwise_accuracy, preference_pairs, quality, score, split_prompts, win_rate,
-                             write_jsonl)
+from utils.toy.demo_task import (MAX_NEW_TOKENS, answer_of, divergence, pairwise_accuracy, quality,  # noqa: E402,F401
+                                 score, win_rate)
 from utils.core.errors import CommandParser, run_command  # noqa: E402
 
 # Smallest held-out improvement that counts, per stage: above the spread measured over seeds (README, "Demo").
 MIN_GAIN = {"SFT": 0.10, "Reward": 0.15, "DPO": 0.05, "GRPO": 0.05, "GKD": 2.0}
-
-
-@dataclass(frozen=True)
-class Settings:
-    hidden: int; layers: int  # noqa: E702 - policy size (the GKD teacher)
-    student_hidden: int; student_layers: int  # noqa: E702 - the smaller GKD student
-    sft_rows: int; sft_steps: int; rm_steps: int; dpo_steps: int; grpo_steps: int; gkd_steps: int  # noqa: E702
-    pair_prompts: int  # prompts sampled from the SFT model to build preference pairs
-    heldout: int  # held-out prompts (never trained on)
-
-
-FULL = Settings(hidden=128, layers=2, student_hidden=64, student_layers=2, sft_rows=6000, sft_steps=800,
-                pair_prompts=1200, rm_steps=100, dpo_steps=100, grpo_steps=60, gkd_steps=150, heldout=500)
-QUICK = Settings(hidden=128, layers=2, student_hidden=64, student_layers=2, sft_rows=4000, sft_steps=500,
-                 pair_prompts=600, rm_steps=60, dpo_steps=60, grpo_steps=30, gkd_steps=80, heldout=300)
+TASK = "accuracy (exactly sorted ascending)"
+METRIC = {"SFT": TASK, "Reward": "pairwise accuracy (right > wrong answer)", "DPO": TASK, "GRPO": TASK,
+          "GKD": "KL(teacher ‖ student) per answer token"}
+SHORT = ["--max_length", 64]  # prompt + answer are under 40 tokens
 
 
 def sort_reward(prompts, completions, **_columns) -> list[float]:
@@ -64,33 +52,24 @@ def sort_reward(prompts, completions, **_columns) -> list[float]:
 
 
 # ------------------------------------------------------------------------------------------ stages
-@dataclass
-class Stage:
-    name: str
-    metric: str
-    before: float | None = None
-    after: float | None = None
-    status: str = "not run"
-    seconds: float = 0.0
-    command: str = ""
-    output_dir: str = ""
-    lower_is_better: bool = False
-    note: str = ""
-    win_rate: dict | None = None  # over the model the stage started from, under the rule (utils/evaluation/run.py)
-    eval_command: str = ""
-
-    @property
-    def gain(self) -> float | None:
-        if self.before is None or self.after is None:
-            return None
-        return self.before - self.after if self.lower_is_better else self.after - self.before
-
-    def judge(self) -> None:
-        ok = self.gain is not None and self.gain >= MIN_GAIN[self.name]
-        self.status = "ok" if ok else f"FAILED (gain below {MIN_GAIN[self.name]})"
+def new_stage(name: str, status: str = "not run") -> Stage:
+    return Stage(name, METRIC[name], status=status, lower_is_better=name == "GKD")
 
 
-def train(stage: Stage, argv: list[str]) -> bool:
+def judge(stage: Stage) -> None:
+    """ok when the held-out metric moved the right way by at least MIN_GAIN."""
+    ok = stage.gain is not None and stage.gain >= MIN_GAIN[stage.name]
+    stage.status = "ok" if ok else f"FAILED (gain below {MIN_GAIN[stage.name]})"
+
+
+def continuing(name: str, start: Stage) -> Stage:
+    """A policy stage that trains `start`'s model: its numbers before are `start`'s after."""
+    stage = new_stage(name)
+    stage.before, stage.facts["rule_reward_before"] = start.after, start.facts["rule_reward_after"]
+    return stage
+
+
+def train(stage: Stage, argv: list) -> bool:
     """One stage through the real entry point; a crash or a non-zero exit marks the stage FAILED."""
     import main_train
 
@@ -112,147 +91,102 @@ def train(stage: Stage, argv: list[str]) -> bool:
     return True
 
 
-def run_pipeline(out: str, s: Settings, seed: int) -> list[Stage]:
-    from utils.toy.tiny_model import build_model, build_tokenizer
+def common_argv(seed: int) -> list:
+    """Every stage: no checkpoints (the final model is saved), no recomputation: fast on 2 CPU cores."""
+    return ["--train_mode", "full", "--save_strategy", "no", "--gradient_checkpointing", "false", "--seed", seed,
+            "--disable_tqdm", "false"]
 
-    data = os.path.join(out, "data")
-    os.makedirs(data, exist_ok=True)
-    path = {k: os.path.join(out, k) for k in ("base", "student_base", "sft", "reward", "dpo", "grpo", "gkd")}
-    tokenizer = build_tokenizer(512, seed=0)
-    for key, hidden, layers in (("base", s.hidden, s.layers), ("student_base", s.student_hidden, s.student_layers)):
-        build_model(tokenizer, hidden_size=hidden, num_layers=layers, seed=seed).save_pretrained(path[key])
-        tokenizer.save_pretrained(path[key])
-    train_prompts, heldout = split_prompts(s.sft_rows + s.pair_prompts, s.heldout, seed)
-    sft_prompts, pair_prompts = train_prompts[:s.sft_rows], train_prompts[s.sft_rows:]
-    rng = random.Random(seed)
-    files = {
-        "sft": write_jsonl(os.path.join(data, "sft.jsonl"),
-                           [{"prompt": p, "completion": demonstration(p, rng)} for p in sft_prompts]),
-        "gkd": write_jsonl(os.path.join(data, "gkd.jsonl"), [{"prompt": p, "completion": answer_of(p)}
-                                                             for p in sft_prompts]),
-        "prompts": write_jsonl(os.path.join(data, "prompts.jsonl"), [{"prompt": p} for p in pair_prompts]),
-        "heldout": write_jsonl(os.path.join(data, "heldout.jsonl"),
-                               [{"prompt": p, "answer": answer_of(p)} for p in heldout]),
-    }
-    # No checkpoints (the final model is saved), no recomputation: fast on 2 CPU cores.
-    common = ["--train_mode", "full", "--save_strategy", "no", "--gradient_checkpointing", "false", "--seed", seed,
-              "--disable_tqdm", "false"]
-    short = ["--max_length", 64]  # prompt + answer are under 40 tokens
-    task = "accuracy (exactly sorted ascending)"
-    sft, dpo, grpo = Stage("SFT", task), Stage("DPO", task), Stage("GRPO", task)
-    rm = Stage("Reward", "pairwise accuracy (right > wrong answer)")
-    gkd = Stage("GKD", "KL(teacher ‖ student) per answer token", lower_is_better=True)
-    stages = [sft, rm, dpo, grpo, gkd]
 
-    def judge_policy(stage: Stage, model_dir: str, start: str) -> None:
-        reward, stage.after = quality(model_dir, heldout)
-        stage.note = f"mean rule reward {stage.note}{reward:.2f}"
-        stage.judge()
-        compare(stage, model_dir, start)
+def judge_policy(stage: Stage, w: Workspace, model_dir: str, start_dir: str) -> None:
+    """A trained policy on the held-out prompts (accuracy, mean rule reward), its verdict, its win rate."""
+    stage.facts["rule_reward_after"], stage.after = quality(model_dir, w.heldout)
+    judge(stage)
+    compare(stage, w, model_dir, start_dir)
 
-    def compare(stage: Stage, model_dir: str, start: str) -> None:
-        stage.win_rate, stage.eval_command = win_rate(model_dir, start, files["heldout"],
-                                                      os.path.join(out, "eval", stage.name.lower()), seed)
 
-    reward, sft.before = quality(path["base"], heldout)
-    sft.note = f"{reward:.2f} -> "
-    if train(sft, ["--rlhf_type", "SFT", "--model_name_or_path", path["base"], "--train_data_path", files["sft"],
-                   "--output_dir", path["sft"], "--max_steps", s.sft_steps, "--per_device_train_batch_size", 32,
-                   "--learning_rate", 3e-3, "--lr_scheduler_type", "cosine", "--warmup_steps", 10,
-                   "--assistant_only_loss", "false", *common, *short]):  # our default suits chat data only
-        judge_policy(sft, path["sft"], path["base"])
-    if sft.after is None:
-        for st in stages[1:]:
-            st.status = "FAILED (not run: needs the SFT model)"
-        return stages
-    policy = path["sft"]
+def compare(stage: Stage, w: Workspace, model_dir: str, start_dir: str) -> None:
+    """Win rate of the stage's model over the one it started from (utils/evaluation/run.py, DIR/eval/STAGE/)."""
+    stage.win_rate, stage.eval_command = win_rate(model_dir, start_dir, w.files["heldout"],
+                                                  os.path.join(w.out, "eval", stage.name.lower()), w.seed)
 
-    # Preference pairs: the right answer against the SFT model's own usual mistake, on prompts SFT never saw; the
-    # held-out pairs come from the held-out prompts.
-    pairs = preference_pairs(policy, pair_prompts, "sampling answers for training pairs")
-    held_pairs = [{"chosen": r["prompt"] + r["chosen"], "rejected": r["prompt"] + r["rejected"]}
-                  for r in preference_pairs(policy, heldout, "sampling answers for held-out pairs")]
-    files["pairs"] = write_jsonl(os.path.join(data, "pairs.jsonl"), pairs)
-    files["rm"] = write_jsonl(os.path.join(data, "reward_pairs.jsonl"),
-                              [{"chosen": r["prompt"] + r["chosen"], "rejected": r["prompt"] + r["rejected"]}
-                               for r in pairs])
-    write_jsonl(os.path.join(data, "reward_pairs_heldout.jsonl"), held_pairs)
-    rm.note = f"{len(pairs)} training pairs, {len(held_pairs)} held-out pairs"
 
-    rm.before = pairwise_accuracy(policy, held_pairs, seed)
-    if train(rm, ["--rlhf_type", "Reward", "--model_name_or_path", policy, "--train_data_path", files["rm"],
-                  "--output_dir", path["reward"], "--max_steps", s.rm_steps, "--per_device_train_batch_size", 32,
-                  "--learning_rate", 1e-3, *common, *short]):
-        rm.after = pairwise_accuracy(path["reward"], held_pairs, seed)
-        rm.judge()
+def run_sft(w: Workspace) -> Stage:
+    sft = new_stage("SFT")
+    sft.facts["rule_reward_before"], sft.before = quality(w.path["base"], w.heldout)
+    if train(sft, ["--rlhf_type", "SFT", "--model_name_or_path", w.path["base"], "--train_data_path", w.files["sft"],
+                   "--output_dir", w.path["sft"], "--max_steps", w.settings.sft_steps,
+                   "--per_device_train_batch_size", 32, "--learning_rate", 3e-3, "--lr_scheduler_type", "cosine",
+                   "--warmup_steps", 10, "--assistant_only_loss", "false",  # our default suits chat data only
+                   *common_argv(w.seed), *SHORT]):
+        judge_policy(sft, w, w.path["sft"], w.path["base"])
+    return sft
 
-    dpo.before, dpo.note = sft.after, sft.note.split()[-1] + " -> "
-    if train(dpo, ["--rlhf_type", "DPO", "--model_name_or_path", policy, "--train_data_path", files["pairs"],
-                   "--output_dir", path["dpo"], "--max_steps", s.dpo_steps, "--per_device_train_batch_size", 16,
-                   "--learning_rate", 2e-4, "--beta", 0.1, "--warmup_steps", 5, *common, *short]):
-        judge_policy(dpo, path["dpo"], policy)
-        policy = path["dpo"]
 
-    previous = dpo if policy == path["dpo"] else sft  # GRPO goes on from the last policy that trained
-    grpo.before, grpo.note = previous.after, previous.note.split()[-1] + " -> "
-    if train(grpo, ["--rlhf_type", "GRPO", "--model_name_or_path", policy, "--train_data_path", files["prompts"],
-                    "--output_dir", path["grpo"], "--max_steps", s.grpo_steps, "--per_device_train_batch_size", 64,
-                    "--num_generations", 8, "--max_completion_length", MAX_NEW_TOKENS, "--learning_rate", 1e-4,
-                    "--warmup_steps", 3, "--temperature", 1.0, "--reward_funcs", "utils.demo:sort_reward", *common]):
-        judge_policy(grpo, path["grpo"], policy)
-        policy = path["grpo"]
+def run_reward(w: Workspace, pairs: Pairs) -> Stage:
+    rm = new_stage("Reward")
+    rm.facts.update(training_pairs=pairs.count, heldout_pairs=len(pairs.heldout))
+    rm.before = pairwise_accuracy(w.path["sft"], pairs.heldout, w.seed)
+    if train(rm, ["--rlhf_type", "Reward", "--model_name_or_path", w.path["sft"], "--train_data_path",
+                  pairs.reward_file, "--output_dir", w.path["reward"], "--max_steps", w.settings.rm_steps,
+                  "--per_device_train_batch_size", 32, "--learning_rate", 1e-3, *common_argv(w.seed), *SHORT]):
+        rm.after = pairwise_accuracy(w.path["reward"], pairs.heldout, w.seed)
+        judge(rm)
+    return rm
 
-    gkd.before = divergence(path["student_base"], policy, heldout)
-    gkd.note = f"teacher {os.path.basename(policy)} ({s.hidden}x{s.layers}), student {s.student_hidden}x{s.student_layers}"
-    if train(gkd, ["--rlhf_type", "GKD", "--model_name_or_path", path["student_base"],
-                   "--teacher_model_name_or_path", policy, "--train_data_path", files["gkd"],
-                   "--output_dir", path["gkd"], "--max_steps", s.gkd_steps, "--per_device_train_batch_size", 32,
+
+def run_dpo(w: Workspace, pairs: Pairs, sft: Stage) -> Stage:
+    dpo = continuing("DPO", sft)
+    if train(dpo, ["--rlhf_type", "DPO", "--model_name_or_path", w.path["sft"], "--train_data_path", pairs.dpo_file,
+                   "--output_dir", w.path["dpo"], "--max_steps", w.settings.dpo_steps,
+                   "--per_device_train_batch_size", 16, "--learning_rate", 2e-4, "--beta", 0.1, "--warmup_steps", 5,
+                   *common_argv(w.seed), *SHORT]):
+        judge_policy(dpo, w, w.path["dpo"], w.path["sft"])
+    return dpo
+
+
+def run_grpo(w: Workspace, start: Stage) -> Stage:
+    """GRPO with the rule as reward, from `start`: the last policy stage that trained."""
+    grpo = continuing("GRPO", start)
+    if train(grpo, ["--rlhf_type", "GRPO", "--model_name_or_path", start.output_dir, "--train_data_path",
+                    w.files["prompts"], "--output_dir", w.path["grpo"], "--max_steps", w.settings.grpo_steps,
+                    "--per_device_train_batch_size", 64, "--num_generations", 8, "--max_completion_length",
+                    MAX_NEW_TOKENS, "--learning_rate", 1e-4, "--warmup_steps", 3, "--temperature", 1.0,
+                    "--reward_funcs", "utils.demo:sort_reward", *common_argv(w.seed)]):
+        judge_policy(grpo, w, w.path["grpo"], start.output_dir)
+    return grpo
+
+
+def run_gkd(w: Workspace, teacher: str) -> Stage:
+    """GKD of the `teacher` model into the fresh, smaller student."""
+    s, gkd = w.settings, new_stage("GKD")
+    gkd.before = divergence(w.path["student_base"], teacher, w.heldout)
+    gkd.facts.update(teacher=os.path.basename(teacher), teacher_hidden=s.hidden, teacher_layers=s.layers,
+                     student_hidden=s.student_hidden, student_layers=s.student_layers)
+    if train(gkd, ["--rlhf_type", "GKD", "--model_name_or_path", w.path["student_base"],
+                   "--teacher_model_name_or_path", teacher, "--train_data_path", w.files["gkd"],
+                   "--output_dir", w.path["gkd"], "--max_steps", s.gkd_steps, "--per_device_train_batch_size", 32,
                    "--learning_rate", 3e-3, "--lmbda", 0.5, "--beta", 0.5, "--max_new_tokens", MAX_NEW_TOKENS,
-                   *common, *short]):
-        gkd.after = divergence(path["gkd"], policy, heldout)
-        gkd.judge()
-        compare(gkd, path["gkd"], path["student_base"])
-    return stages
+                   *common_argv(w.seed), *SHORT]):
+        gkd.after = divergence(w.path["gkd"], teacher, w.heldout)
+        judge(gkd)
+        compare(gkd, w, w.path["gkd"], w.path["student_base"])
+    return gkd
 
 
-# ------------------------------------------------------------------------------------------ report
-def _fmt(x) -> str: return "-" if x is None else f"{x:.3f}"  # noqa: E704
-
-
-def _win(w) -> str: return "-" if not w else f"{w['mean']:.3f} [{w['ci95'][0]:.3f}, {w['ci95'][1]:.3f}]"  # noqa: E704
-
-
-def table(stages: list[Stage]) -> str:
-    rows = ["| stage | metric (held-out) | before | after | win rate vs start [95 % CI] | status | train time "
-            "| notes |", "|" + "---|" * 8]
-    rows += [f"| {s.name} | {s.metric} | {_fmt(s.before)} | {_fmt(s.after)} | {_win(s.win_rate)} | {s.status} | "
-             f"{s.seconds:.0f} s | {s.note} |" for s in stages]
-    return "\n".join(rows)
-
-
-def write_report(out: str, stages: list[Stage], settings: Settings, mode: str, seconds: float) -> None:
-    from utils.evaluation.plots import plot_run
-
-    lines = [f"# Demo report ({mode}, {seconds:.0f} s)", "", f"Task: sort {LIST_LENGTH[0]}-{LIST_LENGTH[1]} digits "
-             "ascending (`sort 7 3 9 1 =` -> ` 1 3 7 9`); half the SFT demonstrations are sorted descending. The "
-             "rule gives 1 (ascending), 0.5 (descending), else at most 0.5. Every metric is measured, greedy, on "
-             "held-out prompts no stage trained on. Win rate: each stage's model against the model it started from "
-             "(GKD: the fresh student), rule reward, 4 samples per held-out prompt from each side at temperature 1, "
-             "ties half (utils/evaluation/run.py; its report is in eval/STAGE/).", "", table(stages), "",
-             "## Each stage by hand", "", "```bash"]
-    lines += [c for s in stages for c in (s.command, s.eval_command) if c] + ["```", "", "## Training curves", ""]
-    for s in stages:
-        if s.output_dir and os.path.isfile(os.path.join(s.output_dir, "trainer_state.json")):
-            try:
-                png = plot_run(s.output_dir, os.path.join(out, f"curves_{s.name.lower()}.png"), f"{s.name} training")
-                lines.append(f"![{s.name}]({os.path.basename(png)})")
-            except (OSError, ValueError) as e:
-                lines.append(f"{s.name}: no curve ({e})")
-    with open(os.path.join(out, "report.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
-    with open(os.path.join(out, "results.json"), "w") as f:
-        json.dump({"mode": mode, "seconds": seconds, "settings": asdict(settings), "min_gain": MIN_GAIN,
-                   "stages": [dict(asdict(s), gain=s.gain) for s in stages]}, f, indent=1)
+def run_pipeline(out: str, s: Settings, seed: int) -> list[Stage]:
+    """The five stages in order, each from the model the stage before it left (a stage that did not train is
+    skipped over); without an SFT model nothing else runs."""
+    w = build_workspace(out, s, seed)
+    sft = run_sft(w)
+    if not sft.trained:
+        return [sft, *(new_stage(name, "FAILED (not run: needs the SFT model)")
+                       for name in ("Reward", "DPO", "GRPO", "GKD"))]
+    pairs = write_preference_pairs(w, w.path["sft"])
+    rm = run_reward(w, pairs)
+    dpo = run_dpo(w, pairs, sft)
+    start = dpo if dpo.trained else sft  # GRPO goes on from the last policy that trained
+    grpo = run_grpo(w, start)
+    return [sft, rm, dpo, grpo, run_gkd(w, (grpo if grpo.trained else start).output_dir)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -282,7 +216,7 @@ def demo(argv: list[str]) -> int:
         traceback.print_exc()
         stages = [Stage("pipeline", "-", status="FAILED (see the error above)")]
     seconds = time.time() - start
-    write_report(a.output_dir, stages, settings, mode, seconds)
+    write_report(a.output_dir, stages, settings, mode, seconds, MIN_GAIN)
     print(f"\nDemo ({mode}, seed {a.seed}) finished in {seconds:.0f} s; report: {a.output_dir}/report.md\n")
     print(table(stages))
     return 0 if all(s.status == "ok" for s in stages) else 1

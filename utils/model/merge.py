@@ -12,12 +12,12 @@ which could not hold the merged values. (`--adapter`, `--base` and `--output` ar
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
 
 from utils.core.errors import CommandParser, UserError, run_command
+from utils.model.adapter_dirs import adapter_base, adapter_config, attach_adapter, config_path, model_paths
 from utils.model.dtype import DTYPE_HELP, DTYPES
 
 log = logging.getLogger("merge")
@@ -34,21 +34,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--num_labels", type=int, default=1, help="Outputs of a reward model's score head.")
     p.add_argument("--trust_remote_code", action="store_true")
     a = p.parse_args(argv)
-    config_path = os.path.join(a.model_name_or_path, "adapter_config.json")
-    if not os.path.isfile(config_path):
-        raise UserError(f"--model_name_or_path {a.model_name_or_path!r} is not an adapter directory: {config_path} "
+    config, a.adapter_config = config_path(a.model_name_or_path), adapter_config(a.model_name_or_path)
+    if a.adapter_config is None:
+        raise UserError(f"--model_name_or_path {a.model_name_or_path!r} is not an adapter directory: {config} "
                         "does not exist. A full fine-tune (train_mode full) is already a plain model and needs no "
                         "merge.")
-    with open(config_path) as f:
-        a.adapter_config = json.load(f)
     given = a.base_model_name_or_path
-    a.base_model_name_or_path = given or a.adapter_config.get("base_model_name_or_path")
-    if not a.base_model_name_or_path:
-        raise UserError(f"{config_path} names no base model; pass --base_model_name_or_path PATH.")
+    a.base_model_name_or_path = adapter_base(a.model_name_or_path, given)
     from utils.model.checks import check_model_dir
 
     check_model_dir(a.base_model_name_or_path,  # a model directory, hub id or GGUF file, checked before loading
-                    "--base_model_name_or_path" if given else f"The base model named in {config_path}")
+                    "--base_model_name_or_path" if given else f"The base model named in {config}")
     same = {os.path.abspath(a.base_model_name_or_path), os.path.abspath(a.model_name_or_path)}
     if os.path.abspath(a.output_dir) in same:
         raise UserError(f"--output_dir {a.output_dir!r} is the base or the adapter directory; write the merged model "
@@ -57,24 +53,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def merge(args) -> str:
-    from peft import PeftModel
-
     from utils.model.dtype import resolve_dtype
-
     from utils.model.loading import load_model, load_tokenizer
 
     head = "score" if args.adapter_config.get("task_type") == "SEQ_CLS" else "causal"
-    # The adapter directory holds the tokenizer training used (its pad token may have grown the embeddings).
-    has_tokenizer = os.path.isfile(os.path.join(args.model_name_or_path, "tokenizer_config.json"))
     adapter, base = args.model_name_or_path, args.base_model_name_or_path
-    tokenizer = load_tokenizer(adapter if has_tokenizer else base, args.trust_remote_code)
+    tokenizer = load_tokenizer(model_paths(adapter, base)[1], args.trust_remote_code)
     dtype = resolve_dtype(args.dtype)
     model = load_model(base, tokenizer, head=head, dtype=dtype, trust_remote_code=args.trust_remote_code,
                        num_labels=args.num_labels)
-    try:
-        model = PeftModel.from_pretrained(model, adapter)
-    except (ValueError, RuntimeError, KeyError) as e:  # shape mismatches: another base, another vocabulary
-        raise UserError(f"The adapter at {adapter!r} does not fit the base {base!r}: {e}") from e
+    model = attach_adapter(model, adapter, base)
     merged = model.merge_and_unload()
     merged.save_pretrained(args.output_dir, safe_serialization=True)
     tokenizer.save_pretrained(args.output_dir)

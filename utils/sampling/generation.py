@@ -1,6 +1,6 @@
 """Sampling from a model over prompts, shared by rejection sampling and evaluation: where a model (or a LoRA
-adapter on its base) and its tokenizer are, loading it, rendering prompts, sampling completions that stop at EOS,
-and the log-probabilities a model gives to the tokens of a completion.
+adapter on its base: utils/model/adapter_dirs.py) and its tokenizer are, loading it, rendering prompts, sampling
+completions that stop at EOS, and the log-probabilities a model gives to the tokens of a completion.
 
 Completions are kept as token ids (cut after the first EOS, which is kept: the model chose it) with a flag that
 says whether they ended; `text_of` decodes them. A batch of prompts is always sampled with one seed set just before
@@ -9,17 +9,11 @@ its `generate`, so the same prompts in the same batch give the same completions 
 
 from __future__ import annotations
 
-import json
-import os
-import warnings
 from dataclasses import dataclass
 
 from utils.core.errors import UserError
-
-# peft 0.21 reads transformers 5.23's deprecated `is_gradient_checkpointing` when it loads an adapter; nothing a
-# user can act on (main_train.py filters the same warning). No upstream report found (searched
-# "is_gradient_checkpointing deprecated FutureWarning peft", 2026-12-02); drop when peft reads the new name.
-warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+# adapter_base and model_paths are also reached as generation.X by evaluation and rejection sampling
+from utils.model.adapter_dirs import adapter_base, attach_adapter, model_paths
 
 
 # ------------------------------------------------------------------------------------------ flags
@@ -57,27 +51,6 @@ def check_sampling_args(a, *counts: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------ paths
-def adapter_base(path: str, base_override: str | None = None) -> str | None:
-    """The base model of a LoRA adapter directory (`base_override`, else the one its adapter_config.json names);
-    None for a full model."""
-    config = os.path.join(os.path.expanduser(path), "adapter_config.json")
-    if not os.path.isfile(config):
-        return None
-    with open(config) as f:
-        base = base_override or json.load(f).get("base_model_name_or_path")
-    if not base:
-        raise UserError(f"{config} names no base model; pass --base_model_name_or_path.")
-    return base
-
-
-def model_paths(path: str, base_override: str | None = None) -> tuple[str, str]:
-    """(base model, tokenizer) paths: an adapter directory is loaded onto its base; one saved by main_train holds
-    the tokenizer it was trained with."""
-    base = adapter_base(path, base_override) or path
-    has_tokenizer = os.path.isfile(os.path.join(os.path.expanduser(path), "tokenizer_config.json"))
-    return base, path if has_tokenizer else base
-
-
 def check_adapter_base(path: str, base_override: str | None, flag: str, remedy: str) -> None:
     """Check phase: the base of an adapter can be loaded (a directory with config and weights, or a cached hub
     id). Without this the run would fail while loading weights, with transformers' own message. `remedy`: the
@@ -105,12 +78,7 @@ def load_policy(path: str, tokenizer, dtype, *, base_override: str | None = None
     base, _ = model_paths(path, base_override)
     model = load_model(base, tokenizer, dtype=dtype, load_in_4bit=load_in_4bit, trust_remote_code=trust_remote_code)
     if base != path:
-        from peft import PeftModel
-
-        try:
-            model = PeftModel.from_pretrained(model, path)
-        except (ValueError, RuntimeError, KeyError) as e:  # shape mismatches: another base, another vocabulary
-            raise UserError(f"The adapter at {path!r} does not fit the base {base!r}: {e}") from e
+        model = attach_adapter(model, path, base)
     device = device or ("cuda" if torch.cuda.is_available() else None)
     if device is not None and not load_in_4bit:
         model.to(device)

@@ -24,9 +24,9 @@ rebuild their own pipelines around the saved vocabulary).
 
 from __future__ import annotations
 
-import json
 import os
-import random
+
+from utils.toy.tiny_model import corpus, layer_sizes, save, train_byte_level_bpe, vocab_and_merges
 
 FAMILIES = ("llama3", "gemma2", "phi3", "qwen3", "gpt2")
 
@@ -71,42 +71,33 @@ def chat_template(name: str | None) -> str | None:
 
 
 def _corpus(seed: int) -> list[str]:
-    from utils.toy.tiny_model import _corpus as words_and_sums
-
-    return words_and_sums(random.Random(seed)) + ["What is 12+7?\n19", "user\nassistant\nmodel\nsystem\n"] * 20
+    return corpus(seed) + ["What is 12+7?\n19", "user\nassistant\nmodel\nsystem\n"] * 20
 
 
 def _train_bpe(family: str, vocab_size: int, seed: int, special: list[str]):
     """A `tokenizers.Tokenizer` trained with the splitting rules the family's loader rebuilds."""
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    if family == "gemma2":
+        return _train_sentencepiece_bpe(vocab_size, seed, special)
+    if family == "qwen3":  # exactly what Qwen2Tokenizer rebuilds (as utils/toy/tiny_model.py's tokenizer)
+        from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
-    if family == "gemma2":  # SentencePiece-style: spaces become ▁, no pre-splitting, unknown bytes -> <0xNN>
-        tok = Tokenizer(models.BPE(unk_token="<unk>", fuse_unk=True, byte_fallback=True))
-        tok.normalizer = normalizers.Replace(" ", "▁")
-        tok.pre_tokenizer = pre_tokenizers.Split(" ", behavior="merged_with_previous")
-        tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
-        alphabet = sorted(set("".join(_corpus(seed)).replace(" ", "▁")) | {"\n"})
-        bytes_ = [f"<0x{i:02X}>" for i in range(256)]
-        trainer = trainers.BpeTrainer(vocab_size=vocab_size + 100, special_tokens=special + bytes_,
-                                      initial_alphabet=alphabet, show_progress=False)
-    else:
-        tok = Tokenizer(models.BPE())
-        if family == "qwen3":  # exactly what Qwen2Tokenizer rebuilds (see utils/toy/tiny_model.py)
-            from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
+        return train_byte_level_bpe(_corpus(seed), vocab_size, special, PRETOKENIZE_REGEX, nfc=True)
+    # gpt2: what GPT2Tokenizer rebuilds, byte-level with GPT-2's own regex; llama3, phi3: Llama-3's regex
+    return train_byte_level_bpe(_corpus(seed), vocab_size, special, None if family == "gpt2" else LLAMA3_REGEX)
 
-            tok.normalizer = normalizers.NFC()
-            regex = PRETOKENIZE_REGEX
-        else:
-            regex = LLAMA3_REGEX
-        if family == "gpt2":  # what GPT2Tokenizer rebuilds: byte-level with GPT-2's own regex
-            tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        else:
-            tok.pre_tokenizer = pre_tokenizers.Sequence([
-                pre_tokenizers.Split(Regex(regex), behavior="isolated", invert=False),
-                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
-        tok.decoder = decoders.ByteLevel()
-        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special, show_progress=False,
-                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+
+def _train_sentencepiece_bpe(vocab_size: int, seed: int, special: list[str]):
+    """Gemma's kind: spaces become ▁, no pre-splitting, unknown bytes -> <0xNN> (256 more tokens)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>", fuse_unk=True, byte_fallback=True))
+    tok.normalizer = normalizers.Replace(" ", "▁")
+    tok.pre_tokenizer = pre_tokenizers.Split(" ", behavior="merged_with_previous")
+    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
+    alphabet = sorted(set("".join(_corpus(seed)).replace(" ", "▁")) | {"\n"})
+    bytes_ = [f"<0x{i:02X}>" for i in range(256)]
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size + 100, special_tokens=special + bytes_,
+                                  initial_alphabet=alphabet, show_progress=False)
     tok.train_from_iterator(_corpus(seed), trainer=trainer)
     return tok
 
@@ -121,8 +112,7 @@ def build_tokenizer(family: str, vocab_size: int = 512, seed: int = 0):
     if family in ("qwen3", "gpt2", "gemma2"):  # classes that rebuild their pipeline from vocab + merges
         from transformers import GemmaTokenizer, GPT2Tokenizer, Qwen2Tokenizer
 
-        bpe = json.loads(tok.model.__getstate__())
-        merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in bpe["merges"]]
+        vocab, merges = vocab_and_merges(tok)
         cls = {"qwen3": Qwen2Tokenizer, "gpt2": GPT2Tokenizer, "gemma2": GemmaTokenizer}[family]
         if family == "gemma2":
             kwargs.update(unk_token="<unk>", mask_token="<mask>", add_bos_token=True, add_eos_token=False,
@@ -131,7 +121,7 @@ def build_tokenizer(family: str, vocab_size: int = 512, seed: int = 0):
             kwargs.update(unk_token=None, extra_special_tokens=["<|im_start|>", "<|endoftext|>"])
         else:
             kwargs.update(unk_token="<|endoftext|>")
-        hf = cls(vocab=bpe["vocab"], merges=merges, **kwargs)
+        hf = cls(vocab=vocab, merges=merges, **kwargs)
         if spec.get("added"):
             hf.add_tokens([AddedToken(t, special=False, normalized=False) for t in spec["added"]])
     else:  # llama3, phi3: tokenizer.json as it is (PreTrainedTokenizerFast / TokenizersBackend on load)
@@ -162,7 +152,8 @@ def build_model(family: str, tokenizer, hidden_size: int = 32, num_layers: int =
     bos_tok = spec.get("config_bos", spec["bos"])
     special = dict(bos_token_id=ids(bos_tok) if bos_tok else None, eos_token_id=eos,
                    pad_token_id=ids(spec["pad"]) if spec["config_pad"] else None)
-    heads = max(2, hidden_size // 16)
+    sizes = layer_sizes(hidden_size, num_layers)
+    heads = sizes["num_attention_heads"]
     if family == "gpt2":
         config = GPT2Config(vocab_size=len(tokenizer), n_embd=hidden_size, n_layer=num_layers, n_head=heads,
                             n_positions=512, **special)
@@ -172,9 +163,7 @@ def build_model(family: str, tokenizer, hidden_size: int = 32, num_layers: int =
                                 sliding_window=64),
                  "qwen3": dict(head_dim=hidden_size // heads, tie_word_embeddings=True),
                  "phi3": dict(original_max_position_embeddings=512)}.get(family, {})
-        config = cls(vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=hidden_size * 2,
-                     num_hidden_layers=num_layers, num_attention_heads=heads, num_key_value_heads=max(1, heads // 2),
-                     max_position_embeddings=512, **special, **extra)
+        config = cls(vocab_size=len(tokenizer), **sizes, max_position_embeddings=512, **special, **extra)
     if not spec["config_pad"]:
         config.pad_token_id = None
     torch.manual_seed(seed)
@@ -193,9 +182,7 @@ def make_family(name: str, output_dir: str, hidden_size: int = 32, seed: int = 0
     if name not in SPECS:
         raise ValueError(f"unknown family {name!r}; expected one of {', '.join(FAMILIES)}")
     tokenizer = build_tokenizer(name, vocab_size=vocab_size, seed=seed)
-    model = build_model(name, tokenizer, hidden_size=hidden_size, num_layers=num_layers, seed=seed)
-    model.save_pretrained(output_dir, safe_serialization=True)
-    tokenizer.save_pretrained(output_dir)
+    save(build_model(name, tokenizer, hidden_size=hidden_size, num_layers=num_layers, seed=seed), tokenizer, output_dir)
     _check_round_trip(tokenizer, output_dir)
     return output_dir
 

@@ -12,8 +12,8 @@ as the trained tokenizer does. It carries a ChatML chat template with `{% genera
 
 from __future__ import annotations
 
+import json
 import random
-import sys
 
 from utils.core.errors import CommandParser, UserError, run_command
 
@@ -43,8 +43,9 @@ WORDS = (
 ).split()
 
 
-def _corpus(rng: random.Random, n: int = 3000) -> list[str]:
-    lines = []
+def corpus(seed: int, n: int = 3000) -> list[str]:
+    """The text every tiny tokenizer is trained on: `n` random lines of common words and numbers, then small sums."""
+    rng, lines = random.Random(seed), []
     for _ in range(n):
         words = [rng.choice(WORDS) for _ in range(rng.randint(3, 12))]
         nums = [str(rng.randint(0, 999)) for _ in range(rng.randint(0, 4))]
@@ -58,35 +59,43 @@ def _corpus(rng: random.Random, n: int = 3000) -> list[str]:
     return lines
 
 
+def train_byte_level_bpe(lines: list[str], vocab_size: int, special: list[str], regex: str | None,
+                         nfc: bool = False):
+    """A byte-level BPE (`tokenizers.Tokenizer`) trained on `lines`: NFC first with `nfc`, text split by `regex`
+    (None: GPT-2's own split, inside the byte-level step), every byte in the alphabet, `special` at ids 0, 1, ..."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    if nfc:
+        tok.normalizer = normalizers.NFC()
+    if regex is None:
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    else:
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(regex), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(lines, trainer=trainer)
+    return tok
+
+
+def vocab_and_merges(tok) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """A trained BPE's vocabulary and merges, as the slow-tokenizer classes (Qwen2Tokenizer, ...) take them."""
+    bpe = json.loads(tok.model.__getstate__())
+    return bpe["vocab"], [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in bpe["merges"]]
+
+
 def build_tokenizer(vocab_size: int = 512, seed: int = 0, pad_token: bool = True, chat_template: bool = True):
     """Train a byte-level BPE with Qwen2's pre-tokenisation and wrap it as a `Qwen2Tokenizer`."""
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import Qwen2Tokenizer
     from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
-    tok = Tokenizer(models.BPE())
-    tok.normalizer = normalizers.NFC()
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ]
-    )
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(_corpus(random.Random(seed)), trainer=trainer)
-    state = tok.model.__getstate__()
-    import json
-
-    bpe = json.loads(state)
-    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in bpe["merges"]]
+    vocab, merges = vocab_and_merges(train_byte_level_bpe(corpus(seed), vocab_size, SPECIAL_TOKENS,
+                                                          PRETOKENIZE_REGEX, nfc=True))
     hf_tok = Qwen2Tokenizer(
-        vocab=bpe["vocab"],
+        vocab=vocab,
         merges=merges,
         unk_token=None,
         eos_token="<|im_end|>",
@@ -100,6 +109,14 @@ def build_tokenizer(vocab_size: int = 512, seed: int = 0, pad_token: bool = True
     return hf_tok
 
 
+def layer_sizes(hidden_size: int, num_layers: int) -> dict:
+    """The shape of every tiny decoder: an MLP twice the width, a head per 16 dimensions (at least 2), half as
+    many key/value heads (grouped-query attention)."""
+    heads = max(2, hidden_size // 16)
+    return dict(hidden_size=hidden_size, intermediate_size=hidden_size * 2, num_hidden_layers=num_layers,
+                num_attention_heads=heads, num_key_value_heads=max(1, heads // 2))
+
+
 def build_model(tokenizer, hidden_size: int = 64, num_layers: int = 2, arch: str = "qwen2", seed: int = 0,
                 max_position_embeddings: int = 1024):
     """A random-initialised causal LM sized to the tokenizer. fp32, so it trains fast on CPU."""
@@ -107,15 +124,10 @@ def build_model(tokenizer, hidden_size: int = 64, num_layers: int = 2, arch: str
     from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
 
     torch.manual_seed(seed)
-    heads = max(2, hidden_size // 16)
     cfg_cls = {"qwen2": Qwen2Config, "llama": LlamaConfig}[arch]
     config = cfg_cls(
         vocab_size=len(tokenizer),
-        hidden_size=hidden_size,
-        intermediate_size=hidden_size * 2,
-        num_hidden_layers=num_layers,
-        num_attention_heads=heads,
-        num_key_value_heads=max(1, heads // 2),
+        **layer_sizes(hidden_size, num_layers),
         max_position_embeddings=max_position_embeddings,
         tie_word_embeddings=False,
         bos_token_id=None,
@@ -129,14 +141,19 @@ def build_model(tokenizer, hidden_size: int = 64, num_layers: int = 2, arch: str
     return model
 
 
+def save(model, tokenizer, output_dir: str) -> str:
+    """Model (safetensors) and tokenizer into `output_dir`; returns the directory."""
+    model.save_pretrained(output_dir, safe_serialization=True)
+    tokenizer.save_pretrained(output_dir)
+    return output_dir
+
+
 def make_tiny(output_dir: str, hidden_size: int = 64, num_layers: int = 2, vocab_size: int = 512,
               arch: str = "qwen2", seed: int = 0, pad_token: bool = True, chat_template: bool = True) -> str:
     """Build and save a tiny model + tokenizer to `output_dir`; returns the directory."""
     tokenizer = build_tokenizer(vocab_size=vocab_size, seed=seed, pad_token=pad_token, chat_template=chat_template)
-    model = build_model(tokenizer, hidden_size=hidden_size, num_layers=num_layers, arch=arch, seed=seed)
-    model.save_pretrained(output_dir, safe_serialization=True)
-    tokenizer.save_pretrained(output_dir)
-    return output_dir
+    return save(build_model(tokenizer, hidden_size=hidden_size, num_layers=num_layers, arch=arch, seed=seed),
+                tokenizer, output_dir)
 
 
 def main(argv: list[str] | None = None) -> int:
