@@ -171,7 +171,7 @@ def test_directory_not_a_saved_dataset(tmp_path):
 
 # -------------------------------------------------------------------------------- row-level errors
 def test_malformed_json_line(tmp_path):
-    msg = bad(tmp_path, "preference", [GOOD_DPO, "", '{"prompt": "a", "chosen": "b" "rejected": "c"}'],
+    bad(tmp_path, "preference", [GOOD_DPO, "", '{"prompt": "a", "chosen": "b" "rejected": "c"}'],
               ":3: malformed JSON", "column")
 
 

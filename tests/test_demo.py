@@ -6,13 +6,12 @@ valid PNG curves are written. Also the rule and `python -m utils.plot` on their 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 
-from conftest import ENV, ROOT, write_jsonl  # noqa: F401
+from conftest import ENV, ROOT
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -28,7 +27,8 @@ def _valid_png(path) -> bool:
 
 
 def test_rule_and_reward_function():
-    from utils.demo import answer_of, score, sort_reward
+    from utils.demo import sort_reward
+    from utils.toy.demo_task import answer_of, score
 
     prompt = "sort 3 1 2 ="
     assert answer_of(prompt) == " 1 2 3"

@@ -33,8 +33,8 @@ if ROOT not in sys.path:  # `python utils/demo.py` as well as `python -m utils.d
 from utils.toy.demo_report import Stage, table, write_report  # noqa: E402
 from utils.toy.demo_setup import (FULL, QUICK, Pairs, Settings, Workspace, build_workspace,  # noqa: E402
                                   write_preference_pairs)
-# The task and its held-out measurements; answer_of, score (and sort_reward below) stay importable from here.
-from utils.toy.demo_task import (MAX_NEW_TOKENS, answer_of, divergence, pairwise_accuracy, quality,  # noqa: E402,F401
+# The task and its held-out measurements (sort_reward below is the GRPO reward, `--reward_funcs utils.demo:...`).
+from utils.toy.demo_task import (MAX_NEW_TOKENS, divergence, pairwise_accuracy, quality,  # noqa: E402
                                  score, win_rate)
 from utils.core.errors import CommandParser, run_command  # noqa: E402
 

@@ -195,7 +195,7 @@ def write_report(out: str, r: dict) -> str:
              f"{MAX_NEW_TOKENS} tokens, less for a sentence over {SHORT} words), {N_EVAL} held-out questions x 2 samples per side at temperature 0.7 "
              "(`eval/report.md`). Mean rule reward: start "
              f"{r['reward']['baseline']['mean']:.3f}, final {r['reward']['model']['mean']:.3f}.", "",
-             f"## Held-out questions, greedy, before and after (rule score in brackets)", "",
+             "## Held-out questions, greedy, before and after (rule score in brackets)", "",
              "| question | before | after |", "|---|---|---|"]
     lines += [f"| {s['question']} | {_cell(s['before'])} [{s['before_score']:.2f}] | {_cell(s['after'])} "
               f"[{s['after_score']:.2f}] |" for s in r["shown"]]
