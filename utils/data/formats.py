@@ -22,7 +22,6 @@ from itertools import combinations
 
 from utils.data.schemas import BadRow, field_names, json_type
 
-PAIRS = ("best_vs_worst", "all", "adjacent")
 # The fields that decide a row's format; the others (an `answer`, an `id`) ride along as columns.
 FORMAT_KEYS = ("prompt", "chosen", "rejected", "completion", "label", "messages", "text", "conversations",
                "instruction", "responses", "scores", "ranks")

@@ -4,9 +4,10 @@ anything heavy is loaded.
 TRL fails late and obscurely on bad data (a KeyError in a map worker, a chat template that raises mid-epoch, a
 silently dropped column), so every row is checked here and the first problem stops the run with
 `FILE:LINE: what is wrong; expected what.` Rows stream from the files (utils/data/sources.py), through their format's
-converter (utils/data/formats.py) and the row checks (utils/data/schemas.py), into an Arrow file written in batches: memory
-stays bounded however large the data. Several sources are mixed with --data_weights; preference rows for KTO
-are unpaired with TRL's helper; every summary is printed in one line per source.
+converter (utils/data/formats.py) and the row checks (utils/data/schemas.py), into an Arrow file written in batches
+(the loop: utils/data/row_reader.py): memory stays bounded however large the data. Several sources are mixed with
+--data_weights; preference rows for KTO are unpaired with TRL's helper; every summary is printed in one line per
+source.
 """
 
 from __future__ import annotations
@@ -16,14 +17,13 @@ import os
 from array import array
 from dataclasses import dataclass, field
 
-from utils.data.arrow_sink import Sink, scratch
+from utils.data.arrow_sink import scratch
 from utils.core.errors import UserError
-from utils.data.formats import OURS, OURS_PREF, DataOptions, describe, readings, summary
+from utils.data.formats import DataOptions
+from utils.data.row_reader import RowReader
 # DATA_KIND_HELP, SCHEMAS and is_conversational_row are part of this module's interface too.
-from utils.data.schemas import (DATA_KIND_HELP, SCHEMAS, BadRow, FieldTypes, at_row, check_row, field_names,  # noqa: F401
-                        is_conversational_row, style_of)
-from utils.data import fast_json
-from utils.data.sources import iter_rows, resolve, shown_as
+from utils.data.schemas import DATA_KIND_HELP, SCHEMAS, is_conversational_row  # noqa: F401
+from utils.data.sources import resolve
 
 @dataclass
 class Rows:
@@ -79,132 +79,27 @@ def check_rows(paths, kind: str, what: str = "train_data_path", options: DataOpt
         raise ValueError(f"unknown data kind {kind!r}; known: {sorted(SCHEMAS)}")
     options = options or DataOptions()
     paths = [paths] if isinstance(paths, str) else list(paths)
-    if options.weights is not None and what == "train_data_path" and len(options.weights) != len(paths):
-        raise UserError(f"--data_weights has {len(options.weights)} values for {len(paths)} --train_data_path "
-                        "sources; expected one weight per source, in the same order.")
-    if options.weights is not None and (any(w < 0 for w in options.weights) or not sum(options.weights) > 0):
-        raise UserError(f"--data_weights {' '.join(map(str, options.weights))}: expected weights >= 0 that are not "
-                        "all 0.")
+    _check_weights(options.weights, len(paths), what)
     sources = [resolve(p, what, options.split if what == "train_data_path" else None) for p in paths]
     rows = Rows(paths, os.path.join(scratch(), f"{what}.arrow"), options=options)
-    sink, first, types, formats = Sink(rows.arrow), None, FieldTypes(), {}
-    plain, plain_fmt = {}, None  # signature (fields, value types) -> text fields of a plain row checked and stored as is
+    reader = RowReader(rows, kind, what)
     for source in sources:
-        fmt, target, n_in, n_out = None, None, 0, 0
-        for real in source.files:
-            quick = None if source.saved else _fast(real, kind, fmt, first, sink)
-            if quick is not None:  # the whole file, checked by columns
-                fmt, variant, n = quick
-                target = _check_kind(fmt, kind)
-                shown = shown_as(source, real)
-                rows.files.append((shown, ""))
-                rows.file_of.extend(array("i", [len(rows.files) - 1]) * n)
-                rows.loc_of.extend(range(1, n + 1))
-                types.arrow(sink.schema, (shown, 1))
-                first = first or ((shown, "1"), variant, False)
-                n_in, n_out = n_in + n, n_out + n
-                continue
-            for shown, style, number, row in iter_rows(source, what, [real]):
-                if not rows.files or rows.files[-1] != (shown, style):
-                    rows.files.append((shown, style))
-                n_in += 1
-                # A row of plain strings with the fields and value types of one already checked can only be wrong in
-                # its values being empty; anything else takes the full path below, which says what is wrong.
-                sig = (tuple(row), tuple(map(type, row.values()))) if type(row) is dict else None
-                texts = plain.get(sig) if sig is not None else None
-                if texts is not None and fmt is plain_fmt and all(row[f].strip() for f in texts):
-                    sink.add(row)
-                    rows.file_of.append(len(rows.files) - 1)
-                    rows.loc_of.append(number)
-                    n_out += 1
-                    continue
-                loc = f"{style}{number}"
-                try:
-                    was, fmt = fmt, _format(row, sig, kind, fmt, formats)
-                    if fmt is not was or target is None:
-                        target = _check_kind(fmt, kind)
-                    for out in fmt.convert(row, options):
-                        variant, conversational = check_row(out, target)
-                        if first is None:
-                            first = ((shown, loc), variant, conversational)
-                            rows.conversational = conversational
-                        elif variant != first[1] or conversational != first[2]:
-                            now, then = ((f"has {field_names(variant)}", f"has {field_names(first[1])}")
-                                         if variant != first[1] else
-                                         (f"is {style_of(conversational)}", f"is {style_of(first[2])}"))
-                            raise BadRow(f"this row {now} but {at_row(first[0], shown)} {then}", "every row in the "
-                                         "same fields and style (TRL applies the chat template to all rows or none)")
-                        types.check(out, (shown, loc))
-                        sink.add(out)
-                        rows.file_of.append(len(rows.files) - 1)
-                        rows.loc_of.append(number)
-                        n_out += 1
-                    if fmt in (OURS, OURS_PREF) and not conversational:
-                        plain[sig], plain_fmt = [f for f in variant if f != "label"], fmt
-                except BadRow as e:
-                    raise UserError(f"{shown}:{loc}: {e.what}; expected {e.expected.rstrip('.')}.") from None
-        if n_in == 0:
-            raise UserError(f"{source.path}: --{what} has no rows; expected at least one example "
-                            f"({DATA_KIND_HELP[kind]}).")
-        rows.counts.append(n_out)
-        rows.unpair = kind == "kto" and _check_kind(fmt, kind) == "preference"
-        rows.summary.append(summary(source, fmt, kind, n_in, n_out, rows.unpair, options))
-    sink.close()
+        reader.read_source(source)
+    reader.sink.close()
     if not len(rows):
         raise UserError(f"{rows.path}: --{what}: the settings drop every row ({'; '.join(rows.summary)}); expected "
                         "settings that keep at least one (a smaller --min_score_gap?).")
     return rows
 
 
-def _fast(real: str, kind: str, fmt, first, sink):
-    """(format, fields, rows) when the file went the fast way (utils/data/fast_json.py): JSON Lines whose first row is plain
-    strings in our own fields, like the rows before it. None: read it row by row."""
-    if not fast_json.eligible(real):
-        return None
-    row = fast_json.first_row(real)
-    found = readings(row, kind) if isinstance(row, dict) else []
-    if len(found) != 1 or found[0] not in (OURS, OURS_PREF) or fmt not in (None, found[0]):
-        return None
-    try:
-        variant, conversational = check_row(row, _check_kind(found[0], kind))
-    except BadRow:
-        return None
-    if conversational or (first is not None and (variant, conversational) != first[1:]):
-        return None
-    n = fast_json.read(real, variant, sink)
-    return None if n is None else (found[0], variant, n)
-
-
-def _format(row, sig, kind: str, fmt, cache: dict):
-    """The row's format; every row of a source must read as the first row did. Rows with the same signature (fields
-    and value types) read the same: the answer is cached under it."""
-    if not isinstance(row, dict):
-        return fmt or OURS  # check_row names the problem
-    found = cache.get(sig)
-    if found is None:
-        found = cache[sig] = readings(row, kind)
-    if len(found) > 1:
-        raise BadRow(f"the row can be read two ways: as {describe(found[0])} and as {describe(found[1])}",
-                     "the fields of one format only (drop or rename the others)")
-    if not found and fmt is not None and fmt.fields:
-        missing = [f for f in fmt.fields if row.get(f) is None]
-        raise BadRow(f"missing field{'s' if len(missing) > 1 else ''} {field_names(missing)}",
-                     f"every row in the format of the rows before it: {describe(fmt)}")
-    if not found:
-        check_row(row, _check_kind(fmt, kind))  # names what is missing
-    now = found[0] if found else fmt or OURS
-    if fmt is not None and now is not fmt:
-        raise BadRow(f"this row reads as {describe(now)} but the rows before it as {describe(fmt)}",
-                     "every row of a file in one format")
-    return now
-
-
-def _check_kind(fmt, kind: str) -> str:
-    """The data kind converted rows are checked as: preference formats stay pairs for KTO (unpaired later)."""
-    if fmt is OURS or fmt is None:
-        return kind
-    base = fmt.kind or "preference"
-    return "reward" if kind == "reward" and base == "preference" else base
+def _check_weights(weights: list[float] | None, sources: int, what: str) -> None:
+    """--data_weights: one weight per --train_data_path source (counted when reading those), none < 0, not all 0."""
+    if weights is not None and what == "train_data_path" and len(weights) != sources:
+        raise UserError(f"--data_weights has {len(weights)} values for {sources} --train_data_path "
+                        "sources; expected one weight per source, in the same order.")
+    if weights is not None and (any(w < 0 for w in weights) or not sum(weights) > 0):
+        raise UserError(f"--data_weights {' '.join(map(str, weights))}: expected weights >= 0 that are not "
+                        "all 0.")
 
 
 # ------------------------------------------------------------------------------------------ the dataset
