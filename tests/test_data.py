@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from utils.data.loading import DATA_KIND_HELP, SCHEMAS, is_conversational_row, load_dataset_checked
+from utils.data.loading import load_dataset_checked
+from utils.data.schemas import DATA_KIND_HELP, SCHEMAS, is_conversational_row
 from utils.core.errors import UserError
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

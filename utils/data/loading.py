@@ -21,8 +21,7 @@ from utils.data.arrow_sink import scratch
 from utils.core.errors import UserError
 from utils.data.formats import DataOptions
 from utils.data.row_reader import RowReader
-# DATA_KIND_HELP, SCHEMAS and is_conversational_row are part of this module's interface too.
-from utils.data.schemas import DATA_KIND_HELP, SCHEMAS, is_conversational_row  # noqa: F401
+from utils.data.schemas import SCHEMAS
 from utils.data.sources import resolve
 
 @dataclass
