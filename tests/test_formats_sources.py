@@ -5,27 +5,16 @@ file. Formats: tests/test_formats.py."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from conftest import FAST, run_main, write_jsonl
-from utils.data.loading import check_rows, load_dataset_checked, to_dataset
+from utils.data.loading import check_rows, load_dataset_checked
 from utils.core.errors import UserError
 from utils.data.formats import DataOptions
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-
-
-def rows_of(path, kind, **options) -> list[dict]:
-    return to_dataset(check_rows(str(path), kind, options=DataOptions(**options))).to_list()
-
-
-def error(path, kind, **options) -> str:
-    with pytest.raises(UserError) as e:
-        rows_of(path, kind, **options)
-    return str(e.value)
+from test_formats import EXAMPLES, error, rows_of  # the helpers of both halves
 
 
 # ------------------------------------------------------------------------------------------- sources
