@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from trl import GRPOConfig
 
 from rlhf_args.base import Method, OurDefaults
-from utils.core.errors import UserError
-from utils.cli.option_checks import (at_least_one, generation_batch, in_range, integer, no_sync_without_reference,
-                                 one_of)
+from utils.cli.option_checks import (at_least_one, check_online_reference, generation_batch, in_range, integer,
+                                     no_sync_without_reference, one_of)
 
 
 @dataclass
@@ -50,14 +49,4 @@ def trainer():
     return GRPOTrainer
 
 
-def check(common, config, columns) -> None:
-    from utils.model.gguf import refuse_reference_from_file
-
-    refuse_reference_from_file(common, f"--beta {config.beta}" if config.beta else None, "--beta 0")
-    if config.sync_ref_model and common.train_mode != "full":  # GRPOTrainer raises NotImplementedError when built
-        raise UserError(f"--sync_ref_model true needs a separate reference model, and --train_mode {common.train_mode} "
-                        "has none (the reference is the policy with its adapter switched off); expected "
-                        "--train_mode full or --sync_ref_model false.")
-
-
-METHOD = Method("GRPO", GRPOArgs, trainer, data="prompt", rewards=True, check=check)
+METHOD = Method("GRPO", GRPOArgs, trainer, data="prompt", rewards=True, check=check_online_reference)

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from trl import RLOOConfig
 
 from rlhf_args.base import Method, OurDefaults
-from utils.core.errors import UserError
-from utils.cli.option_checks import at_least_one, generation_batch, in_range, integer, no_sync_without_reference
+from utils.cli.option_checks import (at_least_one, check_online_reference, generation_batch, in_range, integer,
+                                     no_sync_without_reference)
 
 
 @dataclass
@@ -48,14 +48,4 @@ def trainer():
     return RLOOTrainer
 
 
-def check(common, config, columns) -> None:
-    from utils.model.gguf import refuse_reference_from_file
-
-    refuse_reference_from_file(common, f"--beta {config.beta}" if config.beta else None, "--beta 0")
-    if config.sync_ref_model and common.train_mode != "full":  # RLOOTrainer raises NotImplementedError when built
-        raise UserError(f"--sync_ref_model true needs a separate reference model, and --train_mode {common.train_mode} "
-                        "has none (the reference is the policy with its adapter switched off); expected "
-                        "--train_mode full or --sync_ref_model false.")
-
-
-METHOD = Method("RLOO", RLOOArgs, trainer, data="prompt", rewards=True, check=check)
+METHOD = Method("RLOO", RLOOArgs, trainer, data="prompt", rewards=True, check=check_online_reference)

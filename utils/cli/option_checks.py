@@ -239,3 +239,15 @@ def check_run(method, common, config, train_modes) -> None:
         raise UserError(f"--fp16 is refused for {method.name}: the CPO/SimPO/ORPO family's log-sigmoid losses "
                         "overflow in half precision and turn NaN. Use --bf16 true (GPUs since Ampere) or fp32 "
                         "(neither flag).")
+
+
+def check_online_reference(common, config, columns=None) -> None:
+    """RLOO and GRPO (their `check`): the reference model `--beta` asks for can be built from the policy, and
+    `--sync_ref_model` has a separate reference to sync (the trainer raises NotImplementedError when built)."""
+    from utils.model.gguf import refuse_reference_from_file
+
+    refuse_reference_from_file(common, f"--beta {config.beta}" if config.beta else None, "--beta 0")
+    if config.sync_ref_model and common.train_mode != "full":
+        raise UserError(f"--sync_ref_model true needs a separate reference model, and --train_mode {common.train_mode} "
+                        "has none (the reference is the policy with its adapter switched off); expected "
+                        "--train_mode full or --sync_ref_model false.")

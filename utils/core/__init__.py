@@ -1,1 +1,2 @@
-"""The bottom layer: the user-mistake exception and the one command parser, what a process imports first, and the process group (rank, launcher, exit)."""
+"""The bottom layer: the user-mistake exception and the one command parser, what a process imports first, and the
+process group (rank, launcher, exit)."""

@@ -94,7 +94,7 @@ PREFIX = "rlhf-data-"
 
 def scratch() -> str:
     """A folder for this process's Arrow files (and the caches `datasets` writes beside them), removed at exit. Its
-    name carries this host and process id, `rlhf-data-HOST-PID-XXXX`, so that a later run can tell a killed run's
+    name carries this host and process id, `rlhf-data-HOST-PID-<random>`, so that a later run can tell a killed run's
     folder (SIGKILL, out of memory: no exit handler ran) from a live one's and remove it (`reclaim`)."""
     if not _SCRATCH:
         base = tempfile.gettempdir()
