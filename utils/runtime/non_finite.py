@@ -281,7 +281,8 @@ class StopOnNonFinite(TrainerCallback):
             body = f"these rows give a non-finite loss, each on its own: {', '.join(f.rows)}."
         elif not f.traced:
             body = "the failing batch could not be traced back to rows of the file."
-        rows = f" On process {os.environ['RANK']}, {body}" if launched_many() else f" {body[:1].upper()}{body[1:]}"
+        rank = os.environ.get("RANK", os.environ.get("LOCAL_RANK"))  # launched_many(): LOCAL_RANK at least is set
+        rows = f" On process {rank}, {body}" if launched_many() else f" {body[:1].upper()}{body[1:]}"
         return (f"{key} became {value} at step {step}, caused by the data: the weights give a finite loss on the last "
                 f"batch before it.{rows} Training stopped there and the final model was not saved. {kept}\nDrop or "
                 "fix those rows (a token whose embedding is not finite, an empty or extremely long row), then resume "
