@@ -1,7 +1,7 @@
 """The methods, in the order `--help` lists them. Each is declared whole in its args file (`METHOD` there);
 adding a TRL method is one new args file and one line here."""
 
-from rlhf_args import cpo, dpo, gkd, grpo, kto, orpo, ppo, reward, rloo, sft
+from rlhf_args import cpo, distillation, dpo, gkd, grpo, kto, orpo, ppo, reward, rloo, sft
 
 METHODS = {m.name.lower(): m for m in [
     sft.METHOD,
@@ -13,6 +13,7 @@ METHODS = {m.name.lower(): m for m in [
     orpo.METHOD,
     kto.METHOD,
     gkd.METHOD,
+    distillation.METHOD,
     rloo.METHOD,
     grpo.METHOD,
     ppo.METHOD,

@@ -237,13 +237,22 @@ def heldout_divergence(student_path, teacher_path, rows) -> float:
     return total / count
 
 
-def test_gkd_student_moves_to_teacher(tiny_dir, teacher_dir, gkd_data, tmp_path):
-    common = ["--per_device_train_batch_size", "8", "--save_strategy", "no", "--max_length", "64",
-              "--gradient_checkpointing", "false", "--seed", "0", "--disable_tqdm", "true"]
-    teacher = tmp_path / "teacher"  # a teacher with something to teach: SFT on the task's answers
+LEARN = ["--per_device_train_batch_size", "8", "--save_strategy", "no", "--gradient_checkpointing", "false",
+         "--seed", "0", "--disable_tqdm", "true"]
+
+
+@pytest.fixture(scope="session")
+def sft_teacher(teacher_dir, gkd_data, tmp_path_factory) -> Path:
+    """A teacher with something to teach: teacher_dir after SFT on the task's answers (GKD's and Distillation's)."""
+    teacher = tmp_path_factory.mktemp("sft_teacher") / "model"
     assert run_main("--rlhf_type", "SFT", "--train_mode", "full", "--model_name_or_path", teacher_dir,
                     "--train_data_path", gkd_data / "train.jsonl", "--output_dir", teacher, "--learning_rate", "3e-3",
-                    "--max_steps", "40", *common) == 0
+                    "--max_steps", "40", "--max_length", "64", *LEARN) == 0
+    return teacher
+
+
+def test_gkd_student_moves_to_teacher(tiny_dir, sft_teacher, gkd_data, tmp_path):
+    common, teacher = [*LEARN, "--max_length", "64"], sft_teacher
     student = tmp_path / "student"
     assert run_main("--rlhf_type", "GKD", "--train_mode", "full", "--model_name_or_path", tiny_dir,
                     "--teacher_model_name_or_path", teacher, "--train_data_path", gkd_data / "train.jsonl",
