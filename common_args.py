@@ -71,6 +71,23 @@ class CommonArgs:
         default_factory=list,
         metadata={"help": "Python reward functions as `module:function` or `path/to/file.py:function`."},
     )
+    # Tools (docs/agents.md)
+    tools: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Tools as `module:function` or `path/to/file.py:function` (type hints and a docstring with "
+                          "Args: give the schema the model sees). GRPO calls them while sampling; SFT and DPO render "
+                          "their schemas into rows without a `tools` field (a .json file of schemas also works "
+                          "there)."},
+    )
+    environment: str | None = field(
+        default=None,
+        metadata={"help": "GRPO: an environment class `module:Class`, one instance per rollout: `reset(**row)` starts "
+                          "an episode, its public methods are tools, an optional `get_reward()` scores it."},
+    )
+    tool_timeout: float = field(
+        default=30.0, metadata={"help": "Seconds a tool call may run; a call cut there goes back to the model as an "
+                                        "error result and is counted (tools/timeouts)."}
+    )
     dtype: str = field(default="auto", metadata={"help": DTYPE_HELP, "choices": DTYPES})
     # Evaluation after training (utils/evaluation/run.py)
     evaluate_after: bool = field(

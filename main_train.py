@@ -9,7 +9,6 @@
    reward functions imported and counted, teacher / critic / reward-model tokenizers. A mistake is one
    paragraph and exit code 2, before any weights load and before output_dir is created.
 2. Build and train: the models loaded, the method's trainer built and run, the result saved.
-
 Nothing here names a method: what is particular to one is declared in its `rlhf_args/<method>.py`.
 """
 
@@ -88,19 +87,23 @@ class Needs:
     evaluation: object = None  # utils.evaluation.run.Plan: --evaluate_after, run once the final model is saved
     data_report: dict | None = None  # utils.data.lengths.report, written to output_dir/data_report.json
     origin: object = None  # i -> FILE:LINE of training row i (utils.runtime.row_trace.row_origin), for the NaN guard
+    tools: object = None  # utils.trainers.tools.ToolPlan: what GRPO calls while it samples
 
 
 def check_needs(method, common, config, tokenizer, train, rows=None) -> Needs:
     if method.check:
         method.check(common, config, train.column_names)
     from utils.data.lengths import check_and_report
+    from utils.runtime.row_trace import row_origin
+    from utils.trainers.tools import check_tools
 
-    needs = Needs(data_report=check_and_report(rows, config, method.drops))
+    needs = Needs(data_report=check_and_report(rows, config, method.drops), tools=check_tools(method, common, tokenizer),
+                  origin=row_origin(train, rows))
     if method.rewards:
         from utils.model.rewards import check_reward_sources
 
         needs.rewards = check_reward_sources(common.reward_model_path, common.reward_funcs, config.reward_weights,
-                                             config.trust_remote_code)
+                                             config.trust_remote_code, getattr(needs.tools, "owns_reward", False))
     if method.teacher:
         from utils.trainers.distill import check_teacher
 
@@ -120,8 +123,7 @@ def load_data(method, common, tokenizer, rows: dict | None = None, config=None):
     """Train (and eval) datasets; `rows`: the data as the early checks read it (filled in here when empty)."""
     from utils.data.loading import train_and_eval
 
-    return train_and_eval(common, method.data, tokenizer, {} if rows is None else rows, getattr(config, "seed", 0),
-                          getattr(config, "assistant_only_loss", False))
+    return train_and_eval(common, method, tokenizer, {} if rows is None else rows, config)
 
 
 def check_phase(argv: list[str]):
@@ -146,9 +148,6 @@ def check_phase(argv: list[str]):
     tokenizer = load_tokenizer(common.tokenizer_name_or_path or common.model_name_or_path, config.trust_remote_code)
     train, evals = load_data(method, common, tokenizer, rows, config)
     needs = check_needs(method, common, config, tokenizer, train, rows.get("train_data_path"))
-    from utils.runtime.row_trace import row_origin
-
-    needs.origin = row_origin(train, rows.get("train_data_path"))
     return method, common, config, tokenizer, train, evals, needs
 
 
@@ -177,6 +176,7 @@ def build_trainer(method, common, config, tokenizer, train, evals, callbacks, ne
                       callbacks=callbacks, peft_config=peft_config)
         if needs.rewards is not None:
             kwargs["reward_funcs"] = needs.rewards.build(dtype)
+        kwargs.update(needs.tools.trainer_kwargs() if needs.tools is not None else {})  # GRPO's tools
         if needs.teacher_tokenizer is not None:
             from utils.trainers.distill import load_teacher
 

@@ -39,6 +39,10 @@ class Method:
     # data-dependent defaults; raises UserError. Runs in the check phase (no weights read); `columns` are the
     # training data's fields. Ranges and choices of the config's own options are its class's `option_rules`.
     check: Callable | None = None
+    # What --tools / --environment mean here (utils/cli/option_checks.check_tools): "schemas" (rendered into the rows
+    # that have no `tools` field), "run" (called while sampling), None (refused; `no_tools` says why when set).
+    tools: str | None = None
+    no_tools: str | None = None
 
 
 @dataclass

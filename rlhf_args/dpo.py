@@ -69,4 +69,4 @@ def check(common, config, columns) -> None:
                                "--precompute_ref_log_probs false", "--precompute_ref_log_probs true")
 
 
-METHOD = Method("DPO", DPOArgs, trainer, data="preference", check=check)
+METHOD = Method("DPO", DPOArgs, trainer, data="preference", check=check, tools="schemas")

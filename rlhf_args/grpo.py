@@ -49,4 +49,4 @@ def trainer():
     return GRPOTrainer
 
 
-METHOD = Method("GRPO", GRPOArgs, trainer, data="prompt", rewards=True, check=check_online_reference)
+METHOD = Method("GRPO", GRPOArgs, trainer, data="prompt", rewards=True, check=check_online_reference, tools="run")

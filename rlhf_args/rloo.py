@@ -48,4 +48,5 @@ def trainer():
     return RLOOTrainer
 
 
-METHOD = Method("RLOO", RLOOArgs, trainer, data="prompt", rewards=True, check=check_online_reference)
+METHOD = Method("RLOO", RLOOArgs, trainer, data="prompt", rewards=True, check=check_online_reference,
+                no_tools="TRL's RLOOTrainer (1.16) has no tool-calling loop; GRPO has one (--rlhf_type GRPO --tools ...)")

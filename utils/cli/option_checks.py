@@ -235,10 +235,33 @@ def check_run(method, common, config, train_modes) -> None:
     if missing:
         raise UserError(f"--report_to {' '.join(missing)}: {', '.join(missing)} is not installed; install it (pip "
                         "install tensorboard, wandb, ...) or pass --report_to none.")
+    check_tools(method, common, config)
     if config.fp16 and not method.fp16_ok:
         raise UserError(f"--fp16 is refused for {method.name}: the CPO/SimPO/ORPO family's log-sigmoid losses "
                         "overflow in half precision and turn NaN. Use --bf16 true (GPUs since Ampere) or fp32 "
                         "(neither flag).")
+
+
+def check_tools(method, common, config) -> None:
+    """--tools, --environment, --tool_timeout and --max_tool_calling_iterations against what the method does with
+    tools (`Method.tools`); the tools themselves are imported and checked where they are used."""
+    given = [f for f, v in (("--tools", common.tools), ("--environment", common.environment)) if v]
+    if given and method.tools is None:
+        why = method.no_tools or (f"{method.name} takes no tools: SFT and DPO render tool schemas into the rows, "
+                                  "GRPO calls tools while it samples")
+        raise UserError(f"{' and '.join(given)} given to --rlhf_type {method.name}: {why}.")
+    if common.environment and method.tools != "run":
+        raise UserError(f"--environment given to --rlhf_type {method.name}: an environment runs while the model "
+                        "samples, which only GRPO does; for tool-use rows give --tools (their schemas).")
+    if not common.tool_timeout > 0:
+        raise UserError(f"--tool_timeout {common.tool_timeout} is out of range; expected seconds > 0.")
+    iterations = getattr(config, "max_tool_calling_iterations", None)
+    if iterations is not None and not (integer(iterations) and iterations >= 1):
+        raise UserError(f"--max_tool_calling_iterations {iterations} is out of range; expected an integer >= 1 (unset: "
+                        "no limit but --max_completion_length).")
+    if iterations is not None and method.tools == "run" and not given:
+        raise UserError(f"--max_tool_calling_iterations {iterations} without tools: expected --tools "
+                        "module:function ... or --environment module:Class.")
 
 
 def check_online_reference(common, config, columns=None) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from utils.core.errors import UserError
 from utils.data.schemas import one_line
+from utils.data.tool_rows import render_form, row_tools
 
 
 class Inconsistent(Exception):
@@ -92,8 +93,9 @@ def assistant_spans(messages: list[dict], render) -> tuple[str, list[tuple[int, 
         alone = render(messages[:n], False)
         start, end = len(prompt), _common_prefix(full, alone)
         content = message.get("content")
-        text = content.strip() if isinstance(content, str) else ""
-        if end <= start or (text and text not in full[start:end]):
+        texts = [content.strip()] if isinstance(content, str) and content.strip() else []
+        texts += [call["function"]["name"] for call in message.get("tool_calls") or []]
+        if end <= start or any(text not in full[start:end] for text in texts):
             raise Inconsistent(
                 f"the chat template renders turn {n} (an assistant turn) differently when the conversation ends there "
                 f"({alone[start:start + 60]!r}...) than when more turns follow ({full[start:start + 60]!r}...), e.g. it "
@@ -138,9 +140,10 @@ def stop_ids(tokenizer) -> set[int]:
     return ids
 
 
-def mask_row(messages: list[dict], tokenizer, stops: set[int]) -> dict:
+def mask_row(messages: list[dict], tokenizer, stops: set[int], tools=None) -> dict:
+    """`messages` in render form (utils/data/tool_rows.render_form), rendered with the tool schemas `tools`."""
     def render(msgs, generation_prompt):
-        return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=generation_prompt)
+        return tokenizer.apply_chat_template(msgs, tools=tools, tokenize=False, add_generation_prompt=generation_prompt)
 
     text, spans = assistant_spans(messages, render)
     ids, mask = tokens_and_mask(tokenizer, text, spans, stops)
@@ -155,7 +158,7 @@ def add_masks(dataset, tokenizer, where):
 
     def one(row, i):
         try:
-            return mask_row(row["messages"], tokenizer, stops)
+            return mask_row(render_form(row["messages"]), tokenizer, stops, row_tools(row))
         except Inconsistent as e:
             raise UserError(f"{where(i)}: {e.what} (chat template of {name}, which has no {{% generation %}} markers, "
                             f"so the assistant turns are found by rendering the conversation turn by turn); expected "

@@ -26,7 +26,7 @@ from utils.data.schemas import BadRow, field_names, json_type
 FORMAT_KEYS = ("prompt", "chosen", "rejected", "completion", "label", "messages", "text", "conversations",
                "instruction", "responses", "scores", "ranks")
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system",
-                  "observation": "tool", "tool": "tool"}
+                  "observation": "tool", "tool": "tool", "function_call": "assistant"}
 PREFERENCE_KINDS = ("preference", "reward", "kto")
 
 
@@ -38,6 +38,7 @@ class DataOptions:
     min_score_gap: float = 0.0
     split: str | None = None  # --train_split (None: "train" when a folder has several splits)
     weights: list[float] | None = None  # --data_weights, one per --train_data_path
+    tools: str | None = None  # --tools' schemas (a JSON string) for conversational rows without a `tools` field
 
     @classmethod
     def of(cls, values) -> DataOptions | None:
@@ -45,10 +46,27 @@ class DataOptions:
         get = (values.get if isinstance(values, dict) else lambda k: getattr(values, k))
         try:
             weights = get("data_weights")
-            return cls(get("pairs") or "best_vs_worst", float(get("min_score_gap") or 0), get("train_split"),
-                       [float(w) for w in weights] if weights else None)
+            options = cls(get("pairs") or "best_vs_worst", float(get("min_score_gap") or 0), get("train_split"),
+                          [float(w) for w in weights] if weights else None)
         except (TypeError, ValueError):
             return None
+        tools = get("tools")
+        options.tools = _tools_json([tools] if isinstance(tools, str) else tools) if tools else None
+        return options
+
+
+def _tools_json(specs) -> str:
+    """--tools as the JSON string rows store: the functions' schemas (or those of .json files), checked."""
+    import json
+
+    from utils.core.errors import UserError
+    from utils.core.user_code import tool_schemas
+    from utils.data.tool_rows import schemas
+
+    try:
+        return json.dumps(schemas(tool_schemas(specs), "--tools"), ensure_ascii=False)
+    except BadRow as e:
+        raise UserError(f"{e.what}; expected {e.expected}.") from None
 
 
 @dataclass(frozen=True)
@@ -132,13 +150,35 @@ def _sharegpt(messages, name: str = "conversations") -> list[dict]:
     if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
         raise BadRow(f"`{name}` is {json_type(messages)} or holds non-objects", 'a list of {"from": ..., "value": ...}')
     out = maybe_convert_to_chatml({"messages": [dict(m) for m in messages]})["messages"]
+    calls = []  # the names of the last function_call turn's calls, for the observations after it
     for i, m in enumerate(out, 1):
         role = m.get("role")
         if role not in SHAREGPT_ROLES:
-            raise BadRow(f"`{name}` message {i} is from {role!r}", f"`from` one of {', '.join(SHAREGPT_ROLES)} "
-                         "(function calls are not converted)")
+            raise BadRow(f"`{name}` message {i} is from {role!r}", f"`from` one of {', '.join(SHAREGPT_ROLES)}")
         m["role"] = SHAREGPT_ROLES[role]
+        if role == "function_call":
+            m["tool_calls"], m["content"] = _function_calls(m.get("content"), f"`{name}` message {i}"), ""
+            calls = [c["function"]["name"] for c in m["tool_calls"]]
+        elif role in ("observation", "tool") and len(calls) == 1:
+            m.setdefault("name", calls[0])
     return out
+
+
+def _function_calls(value, at: str) -> list[dict]:
+    """A ShareGPT `function_call` turn's value (LLaMA-Factory's: a JSON object {"name", "arguments"}, or a list of
+    them for parallel calls) -> OpenAI `tool_calls`."""
+    import json
+
+    expected = 'a JSON string of {"name": ..., "arguments": {...}} (or of a list of them)'
+    try:
+        parsed = json.loads(value) if isinstance(value, str) else value
+    except ValueError as e:
+        raise BadRow(f"{at} (a function_call) is not valid JSON ({e})", expected) from None
+    parsed = parsed if isinstance(parsed, list) else [parsed]
+    if not parsed or not all(isinstance(c, dict) and isinstance(c.get("name"), str) for c in parsed):
+        raise BadRow(f"{at} (a function_call) is not a call with a `name`", expected)
+    return [{"type": "function", "function": {"name": c["name"], "arguments": c.get("arguments", {})}}
+            for c in parsed]
 
 
 def _with_system(row: dict, messages: list[dict]) -> list[dict]:

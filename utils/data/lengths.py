@@ -19,7 +19,8 @@ import os
 from dataclasses import dataclass
 
 from utils.core.errors import UserError
-from utils.data.schemas import one_line
+from utils.data.schemas import BadRow, one_line
+from utils.data.tool_rows import check_rendered, render_form, row_tools
 
 ANSWERS = ("chosen", "rejected", "completion", "messages", "text")
 
@@ -32,20 +33,28 @@ class Lengths:
     has_prompt: bool  # the rows name their prompt (TRL drops a row whose prompt fills max_length)
 
 
-def _render(tokenizer, messages, generation_prompt: bool) -> str:
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+def _texts(row: dict, fields: list[str], tokenizer, tools: bool = False):
+    """(prompt text, [answer texts]); conversational rows rendered with the chat template (with `tools`: the row's
+    tool schemas, and the tool calls, results and schemas checked to be in the rendering)."""
+    schemas = None
+    if tools:
+        row, schemas = render_form(row), row_tools(row)
 
+    def render(messages, generation_prompt: bool) -> str:
+        text = tokenizer.apply_chat_template(messages, tools=schemas, tokenize=False,
+                                             add_generation_prompt=generation_prompt)
+        if tools and not generation_prompt:
+            check_rendered(text, messages, schemas, getattr(tokenizer, "name_or_path", "") or "the tokenizer")
+        return text
 
-def _texts(row: dict, fields: list[str], tokenizer):
-    """(prompt text, [answer texts]); conversational rows rendered with the chat template."""
     prompt = row.get("prompt")
     if "messages" in row and isinstance(row["messages"], list):
         msgs = row["messages"]
         cut = max((i for i, m in enumerate(msgs) if m.get("role") != "assistant"), default=-1) + 1
-        return _render(tokenizer, msgs[:cut], True), [_render(tokenizer, msgs, False)]
+        return render(msgs[:cut], True), [render(msgs, False)]
     if isinstance(prompt, list) or any(isinstance(row.get(f), list) for f in fields):
         head = prompt if isinstance(prompt, list) else []
-        return (_render(tokenizer, head, True) if head else ""), [_render(tokenizer, head + row[f], False) for f in fields]
+        return (render(head, True) if head else ""), [render(head + row[f], False) for f in fields]
     return prompt or "", [row[f] for f in fields]
 
 
@@ -68,7 +77,9 @@ def measure(rows, tokenizer, what: str = "train_data_path") -> Lengths:
         prompts, answers = [], [[] for _ in fields]
         for i, row in enumerate(batch):
             try:
-                p, a = _texts(row, fields, tokenizer)
+                p, a = _texts(row, fields, tokenizer, rows.tools)
+            except BadRow as e:
+                raise UserError(f"{rows.where(start + i)}: {e.what}; expected {e.expected}.") from None
             except Exception as e:  # a template may raise anything (jinja2's TemplateError, KeyError, TypeError...)
                 raise UserError(f"{rows.where(start + i)}: the chat template of {name} refused this row: "
                                 f"{type(e).__name__}: {one_line(e)}; expected a row that template accepts (e.g. no "

@@ -35,6 +35,7 @@ class Rows:
     loc_of: array = field(default_factory=lambda: array("q"))  # per stored row: its line, row or record number
     counts: list[int] = field(default_factory=list)  # stored rows per source, in order
     conversational: bool = False
+    tools: bool = False  # some row has tool calls, tool turns or tool schemas (utils/data/tool_rows.py)
     unpair: bool = False  # preference pairs stored, KTO rows wanted: unpaired when the dataset is built
     summary: list[str] = field(default_factory=list)
     lengths: object = None  # utils.data.lengths.Lengths, once measured with a tokenizer
@@ -108,6 +109,10 @@ def to_dataset(rows: Rows, seed: int = 0, weights: list[float] | None = None, ma
     from datasets import Dataset
 
     dataset = Dataset.from_file(rows.arrow)
+    if rows.tools:
+        from utils.data.tool_rows import as_dataset
+
+        dataset = as_dataset(dataset)
     if masks_with is not None:  # in stored order, so that a refused row is named at its FILE:LINE
         from utils.data.chat_masks import add_masks
 
@@ -145,10 +150,12 @@ def prepare(paths, kind: str, tokenizer, what: str, options: DataOptions, seed: 
     return rows, to_dataset(rows, seed, options.weights if what == "train_data_path" else None, masks_with)
 
 
-def train_and_eval(common, kind: str, tokenizer, rows: dict, seed: int = 0, assistant_only_loss: bool | None = False):
+def train_and_eval(common, method, tokenizer, rows: dict, config=None):
     """(train, eval or None) for main_train, from --train_data_path, --eval_data_path or --eval_split; `rows` holds
-    what the early checks read and gets what is read here. `assistant_only_loss`: the config's (None: on for
-    `messages` rows)."""
+    what the early checks read and gets what is read here. `method`: its data kind (`method.data`); `config`: its
+    seed and `assistant_only_loss` (None: on for `messages` rows)."""
+    kind, seed = method.data, getattr(config, "seed", 0)
+    assistant_only_loss = getattr(config, "assistant_only_loss", False)
     datasets = {}
     for what in ("train_data_path", "eval_data_path"):
         if getattr(common, what):

@@ -18,6 +18,7 @@ from utils.data.arrow_sink import Sink
 from utils.data.formats import OURS, OURS_PREF, describe, readings, summary
 from utils.data.schemas import DATA_KIND_HELP, BadRow, FieldTypes, at_row, check_row, field_names, style_of
 from utils.data.sources import iter_rows, shown_as
+from utils.data.tool_rows import store_form
 
 
 @dataclass
@@ -58,6 +59,8 @@ class RowReader:
 
     def read_by_columns(self, source, real: str) -> bool:
         """The whole file checked by columns, when it can be (False: read it row by row)."""
+        if self.options.tools and self.kind != "prompt":
+            return False  # --tools' schemas go into each row: row by row (plain rows are refused there)
         quick = _fast(real, self.kind, self.fmt, self.first, self.sink)
         if quick is None:
             return False
@@ -103,6 +106,7 @@ class RowReader:
                 self.target = _check_kind(self.fmt, self.kind)
             for out in self.fmt.convert(row, self.options):
                 variant, conversational = check_row(out, self.target)
+                out = self.tool_form(out, conversational)
                 self.check_like_first(variant, conversational, shown, loc)
                 self.types.check(out, (shown, loc))
                 self.sink.add(out)
@@ -113,6 +117,19 @@ class RowReader:
                 self.plain[sig], self.plain_fmt = [f for f in variant if f != "label"], self.fmt
         except BadRow as e:
             raise UserError(f"{shown}:{loc}: {e.what}; expected {e.expected.rstrip('.')}.") from None
+
+    def tool_form(self, row: dict, conversational: bool) -> dict:
+        """The row as stored when it has tool content or takes --tools' schemas (utils/data/tool_rows.py)."""
+        default = self.options.tools if self.kind != "prompt" else None
+        if not conversational:
+            if row.get("tools") is not None or default:
+                raise BadRow("tool schemas (a `tools` field or --tools) come with plain-string rows, which no chat "
+                             "template renders", "conversational rows (lists of role/content messages) with tools")
+            return row
+        out = store_form(row, default)
+        if out is not row:
+            self.rows.tools = True
+        return out
 
     def check_like_first(self, variant: tuple, conversational: bool, shown: str, loc: str) -> None:
         """Remember the first row; refuse a later one with other fields or another style."""

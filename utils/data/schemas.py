@@ -140,7 +140,14 @@ def _check_conversation(msgs: list, field: str, shape: str) -> None:
         at = f"`{field}` message {i}"
         if not isinstance(m, dict):
             raise BadRow(f"{at} is {json_type(m)}", 'an object {"role": ..., "content": ...}')
+        calls = m.get("tool_calls")
+        if calls is not None:
+            if m.get("role") != "assistant":
+                raise BadRow(f"{at} has `tool_calls` but role {m.get('role')!r}", "tool calls only on assistant messages")
+            check_tool_calls(calls, at)
         for key in ("role", "content"):
+            if key == "content" and calls and m.get(key) is None:
+                continue  # an assistant turn that only calls tools (OpenAI writes "content": null)
             if key not in m or m[key] is None:
                 close = difflib.get_close_matches(key, [k for k in m if k not in ("role", "content")], n=1)
                 hint = f" (found `{close[0]}`: did you mean `{key}`?)" if close else ""
@@ -158,12 +165,46 @@ def _check_conversation(msgs: list, field: str, shape: str) -> None:
         elif prev not in _MAY_FOLLOW[role]:
             after = f"after a {prev!r} message" if prev else "as the first message"
             raise BadRow(f"{at} has role {role!r} {after}", expected)
-        if role == "assistant" and not m["content"].strip() and not m.get("tool_calls"):
+        if role == "assistant" and not calls and not m["content"].strip():
             raise BadRow(f"{at} is an assistant message with empty content", "a non-empty assistant answer")
         prev = role
     last = msgs[-1]["role"]
     if (shape == "prompt" and last not in ("user", "tool")) or (shape != "prompt" and last != "assistant"):
         raise BadRow(f"`{field}` ends with {'an' if last == 'assistant' else 'a'} {last} message", expected)
+
+
+_CALL = ('{"type": "function", "function": {"name": "...", "arguments": {...}}} (arguments: an object, or a JSON '
+         'string of one)')
+
+
+def check_tool_calls(calls, at: str) -> None:
+    """An assistant message's `tool_calls`: a non-empty list of calls, each OpenAI's nested form or a flat
+    {"name", "arguments"}; arguments an object or a JSON string of one."""
+    if not isinstance(calls, list) or not calls:
+        raise BadRow(f"{at} has `tool_calls` that is {json_type(calls)}{' (empty)' if calls == [] else ''}",
+                     f"a non-empty list of calls {_CALL}")
+    for j, call in enumerate(calls, 1):
+        where_ = f"{at}, tool call {j}"
+        fn = call.get("function", call) if isinstance(call, dict) else None
+        if not isinstance(fn, dict):
+            raise BadRow(f"{where_} is {json_type(call if fn is None else fn)}", _CALL)
+        if isinstance(call, dict) and call.get("type", "function") != "function":
+            raise BadRow(f"{where_} has type {call.get('type')!r}", f"type 'function': {_CALL}")
+        if not isinstance(fn.get("name"), str) or not fn["name"].strip():
+            raise BadRow(f"{where_} has no function name", _CALL)
+        arguments_object(fn.get("arguments", {}), where_)
+
+
+def arguments_object(args, at: str) -> dict:
+    """A call's arguments as an object: as given, or parsed from a JSON string."""
+    if isinstance(args, str):
+        try:
+            args = json.loads(args) if args.strip() else {}
+        except ValueError as e:
+            raise BadRow(f"{at} has `arguments` that are not valid JSON ({e})", _CALL) from None
+    if not isinstance(args, dict):
+        raise BadRow(f"{at} has `arguments` that are {json_type(args)}", _CALL)
+    return args
 
 
 _KIND = {str: "a string", int: "a number", float: "a number", bool: "a boolean", list: "a list", dict: "an object"}

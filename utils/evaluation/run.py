@@ -44,8 +44,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     generation.add_sampling_args(p, "Completions per prompt from each side.", "Load both models in 4-bit NF4.")
     p.add_argument("--beta", type=float, default=0.1, help="DPO beta of the implied reward (preference data).")
     p.add_argument("--bootstrap", type=int, default=1000, help="Bootstrap resamples for the 95 %% intervals.")
+    p.add_argument("--tools", nargs="*", default=[], help="Tools both sides may call while they answer, as "
+                                                          "`module:function` or `path/file.py:function` (docs/agents.md).")
+    p.add_argument("--max_tool_calling_iterations", type=int, default=4,
+                   help="With --tools: rounds of tool calls per sample; each turn gets --max_new_tokens.")
+    p.add_argument("--tool_timeout", type=float, default=30.0, help="With --tools: seconds a call may run.")
     a = p.parse_args(argv)
-    generation.check_sampling_args(a, "num_samples", "max_new_tokens", "batch_size", "bootstrap")
+    generation.check_sampling_args(a, "num_samples", "max_new_tokens", "batch_size", "bootstrap",
+                                   "max_tool_calling_iterations")
+    if a.tool_timeout <= 0:
+        raise UserError(f"--tool_timeout must be > 0 seconds, got {a.tool_timeout}.")
     if a.beta <= 0:
         raise UserError(f"--beta must be > 0, got {a.beta}.")
     return a
@@ -70,6 +78,12 @@ class Plan:
     preference: bool  # rows also have chosen / rejected
     rewards: object  # utils.model.rewards.RewardSources
     same_vocab: bool  # KL and implied rewards need one tokenizer
+    tools: list | None = None  # --tools, imported and checked (utils/sampling/tool_loop.py calls them)
+
+    @property
+    def kl(self) -> bool:
+        """The KL is computed: one vocabulary, and completions the model wrote alone (no tool results in them)."""
+        return self.same_vocab and not self.tools
 
 
 def check(a: argparse.Namespace, model_tokenizer=None, baseline_tokenizer=None, rewards=None,
@@ -108,7 +122,31 @@ def check(a: argparse.Namespace, model_tokenizer=None, baseline_tokenizer=None, 
     rewards = rewards or check_reward_sources(a.reward_model_path, a.reward_funcs, a.reward_weights, trc)
     same_vocab = model_tokenizer.get_vocab() == baseline_tokenizer.get_vocab()
     return Plan(a, Side(a.model_name_or_path, a.base_model_name_or_path, model_tokenizer),
-                Side(baseline, None, baseline_tokenizer), data, preference, rewards, same_vocab)
+                Side(baseline, None, baseline_tokenizer), data, preference, rewards, same_vocab,
+                _check_tools(a, preference, data, model_tokenizer, baseline_tokenizer))
+
+
+def _check_tools(a, preference: bool, data, *tokenizers) -> list | None:
+    """--tools imported and checked; both templates able to render a tool exchange; conversational prompts."""
+    if not a.tools:
+        return None
+    from trl.chat_template_utils import supports_tool_calling
+
+    from utils.core.user_code import tool_functions
+
+    if preference:
+        raise UserError(f"--tools with preference rows ({a.eval_data_path}): tools are called while sampling "
+                        "prompts; expected prompt rows (`prompt` as a conversation).")
+    if not isinstance(data[0]["prompt"], list):
+        raise UserError(f"--tools with plain-string prompts ({a.eval_data_path}): the tool schemas and results go "
+                        "through the chat template; expected conversational prompts (lists of role/content messages).")
+    functions = tool_functions(a.tools)
+    for side, tok in zip(("--model_name_or_path", "--baseline_model_name_or_path"), tokenizers):
+        if not supports_tool_calling(tok):
+            raise UserError(f"--tools: the chat template of {side} ({getattr(tok, 'name_or_path', '')}) cannot render "
+                            "a tool-calling exchange (user -> assistant with tool_calls -> tool result); expected a "
+                            "template that renders tools (Qwen2.5/Qwen3, Llama-3.1/3.2, ...).")
+    return functions
 
 
 def _load(path: str, tokenizer, what: str):

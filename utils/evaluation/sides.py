@@ -13,6 +13,8 @@ import math
 import sys
 
 from utils.sampling import generation
+from utils.sampling.tool_loop import Episode, sample_with_tools
+from utils.trainers.tools import ToolStats, timed
 
 
 def _seed(args, chunk: list[int]) -> int:
@@ -44,12 +46,16 @@ def _one_side(plan, side, chunks, rows, device, own: dict | None) -> dict:
                                    load_in_4bit=a.load_in_4bit, trust_remote_code=a.trust_remote_code, device=device)
     name = "baseline" if own is not None else "model"
     out = {"samples": {}, "logps": {}, "pairs": {}}
+    tools = [timed(f, a.tool_timeout, ToolStats()) for f in plan.tools] if plan.tools else None
     for chunk in tqdm(chunks, desc=f"sampling {name}", unit="batch", file=sys.stderr):
-        groups = generation.generate(model, side.tokenizer, [rows[i]["prompt"] for i in chunk],
-                                     num_samples=a.num_samples, max_new_tokens=a.max_new_tokens,
-                                     temperature=a.temperature, top_p=a.top_p, top_k=a.top_k, seed=_seed(a, chunk))
+        settings = dict(num_samples=a.num_samples, max_new_tokens=a.max_new_tokens, temperature=a.temperature,
+                        top_p=a.top_p, top_k=a.top_k, seed=_seed(a, chunk))
+        prompts = [rows[i]["prompt"] for i in chunk]
+        groups = (sample_with_tools(model, side.tokenizer, prompts, tools, max_iterations=a.max_tool_calling_iterations,
+                                    **settings) if tools else generation.generate(model, side.tokenizer, prompts,
+                                                                                  **settings))
         out["samples"].update(zip(chunk, groups))
-        if plan.same_vocab:  # per-token log-probs of the model's samples, under this side
+        if plan.kl:  # per-token log-probs of the model's samples, under this side
             targets = [s for i in chunk for s in (own or out["samples"])[i]]
             logps = generation.completion_logprobs(model, [(s.prompt_ids, s.completion_ids) for s in targets],
                                                    a.temperature, batch_size=a.batch_size * a.num_samples)
@@ -63,6 +69,13 @@ def _one_side(plan, side, chunks, rows, device, own: dict | None) -> dict:
     del model
     gc.collect()
     return out
+
+
+def _sample_counts(s) -> dict:
+    """Tokens the model wrote and whether it ended; with tools, its calls and how many failed."""
+    if isinstance(s, Episode):
+        return {"tokens": s.tokens, "finished": s.finished, "tool_calls": s.calls, "tool_failures": s.failures}
+    return {"tokens": len(s.completion_ids), "finished": s.finished}
 
 
 def _scores(sources, names, weights, prompts, completions, columns):
@@ -98,11 +111,14 @@ def evaluate_chunks(plan, chunks: list[list[int]], device) -> list[dict]:
         sides = {}
         for name, side, got in (("model", plan.model, mine), ("baseline", plan.baseline, theirs)):
             samples = [s for i in chunk for s in got["samples"][i]]
-            texts = [generation.text_of(s, side.tokenizer) for s in samples]
-            completions = [as_completion(t, p) for t, p in zip(texts, prompts)]
+            if plan.tools:  # Episodes: the completion is the transcript (calls, results, answer)
+                texts = completions = [s.messages for s in samples]
+            else:
+                texts = [generation.text_of(s, side.tokenizer) for s in samples]
+                completions = [as_completion(t, p) for t, p in zip(texts, prompts)]
             scores, details = _scores(sources, names, weights, prompts, completions, columns)
-            sides[name] = [{"completion": t, "score": sc, "rewards": d, "tokens": len(s.completion_ids),
-                            "finished": s.finished} for t, sc, d, s in zip(texts, scores, details, samples)]
+            sides[name] = [{"completion": t, "score": sc, "rewards": d, **_sample_counts(s)}
+                           for t, sc, d, s in zip(texts, scores, details, samples)]
         pair_scores = None
         if plan.preference:
             pair_prompts = [rows[i]["prompt"] for i in chunk for _ in range(2)]
@@ -112,7 +128,7 @@ def evaluate_chunks(plan, chunks: list[list[int]], device) -> list[dict]:
         for j, i in enumerate(chunk):
             record = {"index": i, "prompt": rows[i]["prompt"], "model": sides["model"][j * k:(j + 1) * k],
                       "baseline": sides["baseline"][j * k:(j + 1) * k], "kl": None, "pair": None}
-            if plan.same_vocab:
+            if plan.kl:
                 ratios = [m - b for own, base in zip(mine["logps"][i], theirs["logps"][i]) for m, b in zip(own, base)]
                 record["kl"] = [sum(ratios), len(ratios)]
             if plan.preference:

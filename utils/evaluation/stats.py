@@ -66,18 +66,30 @@ def summarize(records: list[dict], a, plan) -> dict:
            "win_rate": _estimate([win_share(m, b) for m, b in both], a),
            "unscored_samples": {side: sum(len(r[side]) for r in records) - sum(map(len, scores))
                                 for side, scores in per_side.items()}}
-    if plan.same_vocab:
+    if plan.kl:
         kl = [r["kl"] for r in records]
         out["kl_per_token"] = _estimate([s for s, _ in kl], a, [n for _, n in kl])
     else:
         out["kl_per_token"] = None
-        out["kl_note"] = "not computed: the model's and the baseline's tokenizers differ"
+        out["kl_note"] = ("not computed: the completions hold tool results the models did not write" if plan.tools
+                          else "not computed: the model's and the baseline's tokenizers differ")
+    if plan.tools:
+        out["tools"] = {side: _tool_rates([s for r in records for s in r[side]], a)
+                        for side in ("model", "baseline")}
     out["length"] = {side: {"mean_tokens": _mean([s["tokens"] for r in records for s in r[side]]),
                             "truncated_share": _mean([0.0 if s["finished"] else 1.0 for r in records
                                                       for s in r[side]])} for side in ("model", "baseline")}
     if plan.preference:
         out["preference"] = _preference([r["pair"] for r in records], a, plan.same_vocab)
     return out
+
+
+def _tool_rates(samples: list[dict], a) -> dict:
+    """Share of samples that called a tool at least once, calls per sample, share of calls that failed."""
+    calls = sum(s["tool_calls"] for s in samples)
+    return {"call_rate": _mean([1.0 if s["tool_calls"] else 0.0 for s in samples]),
+            "calls_per_sample": calls / len(samples) if samples else 0.0,
+            "failure_rate": sum(s["tool_failures"] for s in samples) / calls if calls else 0.0}
 
 
 def _ordered(first, second) -> float:
@@ -119,6 +131,14 @@ def table(results: dict) -> str:
              f"{length['baseline']['mean_tokens']:.1f}"),
             ("share that hit max_new_tokens without EOS", f"{length['model']['truncated_share']:.3f}",
              f"{length['baseline']['truncated_share']:.3f}")]
+    tools = r.get("tools")
+    if tools:
+        rows += [("share of samples that called a tool", f"{tools['model']['call_rate']:.3f}",
+                  f"{tools['baseline']['call_rate']:.3f}"),
+                 ("tool calls per sample", f"{tools['model']['calls_per_sample']:.2f}",
+                  f"{tools['baseline']['calls_per_sample']:.2f}"),
+                 ("share of tool calls that failed (raised, timed out, unknown tool)",
+                  f"{tools['model']['failure_rate']:.3f}", f"{tools['baseline']['failure_rate']:.3f}")]
     pref = r.get("preference")
     if pref:
         rows.append(("pairwise accuracy of the reward sources (chosen > rejected)", _fmt(pref["reward_accuracy"]),

@@ -15,13 +15,12 @@ Every source is a callable with TRL's reward-function signature,
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import math
 import os
 from dataclasses import dataclass
 
 from utils.core.errors import UserError
+from utils.core.user_code import import_object
 
 
 def _as_text(x) -> str:
@@ -89,35 +88,11 @@ class RewardModelScorer:
         return self.score_texts(self.texts(prompts, completions), add_special_tokens=plain)
 
 
-def import_function(spec: str):
-    """`module:function` or `path/to/file.py:function` -> the function; only what is named is imported."""
-    target, sep, name = spec.rpartition(":")
-    if not sep or not target or not name:
-        raise UserError(f"--reward_funcs {spec!r}: expected `module:function` or `path/to/file.py:function`.")
-    try:
-        if target.endswith(".py"):
-            if not os.path.isfile(target):
-                raise UserError(f"--reward_funcs {spec!r}: file {target!r} does not exist.")
-            mod_spec = importlib.util.spec_from_file_location(f"reward_module_{abs(hash(target))}", target)
-            module = importlib.util.module_from_spec(mod_spec)
-            mod_spec.loader.exec_module(module)
-        else:
-            module = importlib.import_module(target)
-    except UserError:
-        raise
-    except Exception as e:  # an import error inside the user's module: name it, keep the cause
-        raise UserError(f"--reward_funcs {spec!r}: importing {target!r} failed: {type(e).__name__}: {e}") from e
-    fn = getattr(module, name, None)
-    if not callable(fn):
-        raise UserError(f"--reward_funcs {spec!r}: {target!r} has no function {name!r}.")
-    return fn
-
-
 class CheckedRewardFunction:
     """Calls a user's reward function and checks what comes back, naming the function on failure."""
 
     def __init__(self, spec: str):
-        self.spec, self.fn = spec, import_function(spec)
+        self.spec, self.fn = spec, import_object(spec, "--reward_funcs")
         self.__name__ = getattr(self.fn, "__name__", spec)
 
     def __call__(self, prompts, completions, **columns) -> list[float]:
@@ -157,16 +132,17 @@ class RewardSources:
         return scorers + self.functions
 
 
-def check_reward_sources(model_paths, func_specs, weights=None, trust_remote_code: bool = False) -> RewardSources:
+def check_reward_sources(model_paths, func_specs, weights=None, trust_remote_code: bool = False,
+                         environment_reward: bool = False) -> RewardSources:
     """Check phase: refuse a run without a source, a weight count that does not match, a function that does not
     import, a causal LM named as a reward model, a tokenizer that does not load. (The reward-model directories were
     checked with every other path, utils/cli.check_paths.)"""
     from utils.model.loading import load_tokenizer
 
     model_paths, func_specs = list(model_paths or []), list(func_specs or [])
-    if not model_paths and not func_specs:
+    if not model_paths and not func_specs and not environment_reward:
         raise UserError("No reward source: give --reward_model_path PATH [PATH ...] and/or --reward_funcs "
-                        "module:function [...].")
+                        "module:function [...] (or, for GRPO, an --environment with a get_reward method).")
     n_sources = len(model_paths) + len(func_specs)
     if weights is not None and len(weights) != n_sources:
         raise UserError(f"--reward_weights has {len(weights)} values for {n_sources} reward sources (reward models "

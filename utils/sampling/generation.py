@@ -41,7 +41,7 @@ def check_sampling_args(a, *counts: str) -> None:
     """Refuse what add_sampling_args' flags cannot mean: a count below 1 (`counts`: the flags to check), a
     temperature that does not sample, no reward source."""
     for name in counts:
-        if getattr(a, name) < 1:
+        if getattr(a, name, 1) < 1:
             raise UserError(f"--{name} {getattr(a, name)} is out of range; expected an integer >= 1.")
     if a.temperature <= 0:
         raise UserError(f"--temperature must be > 0, got {a.temperature} (the samples are drawn at this temperature).")
@@ -86,13 +86,15 @@ def load_policy(path: str, tokenizer, dtype, *, base_override: str | None = None
 
 
 # -------------------------------------------------------------------------------------- sampling
-def render(prompt, tokenizer) -> tuple[str, bool]:
-    """Prompt text to generate from, and whether special tokens are already in it (a chat template's)."""
+def render(prompt, tokenizer, tools: list | None = None) -> tuple[str, bool]:
+    """Prompt text to generate from (with the schemas of `tools`), and whether special tokens are already in it (a
+    chat template's)."""
     if isinstance(prompt, list):
         if tokenizer.chat_template is None:
             raise UserError("The prompts are conversations but the model's tokenizer has no chat template; use "
                             "plain-string prompts or a tokenizer with a chat template.")
-        return tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False), True
+        return tokenizer.apply_chat_template(prompt, tools=tools or None, add_generation_prompt=True,
+                                             tokenize=False), True
     return prompt, False
 
 
@@ -109,11 +111,12 @@ class Sample:
 
 
 def generate(model, tokenizer, prompts: list, *, num_samples: int, max_new_tokens: int, temperature: float = 1.0,
-             top_p: float = 1.0, top_k: int = 0, seed: int = 0) -> list[list[Sample]]:
-    """`num_samples` completions for each prompt, sampled in one `generate` call seeded with `seed`."""
+             top_p: float = 1.0, top_k: int = 0, seed: int = 0, tools: list | None = None) -> list[list[Sample]]:
+    """`num_samples` completions for each prompt, sampled in one `generate` call seeded with `seed`; `tools`: the
+    tool schemas the chat template shows (utils/sampling/tool_loop.py calls them)."""
     import torch
 
-    texts = [render(p, tokenizer) for p in prompts]
+    texts = [render(p, tokenizer, tools) for p in prompts]
     side, tokenizer.padding_side = tokenizer.padding_side, "left"  # generation continues the prompts' last tokens
     try:
         enc = tokenizer([t for t, _ in texts], return_tensors="pt", padding=True,

@@ -70,23 +70,23 @@ def chat_template(name: str | None) -> str | None:
         return f.read()
 
 
-def _corpus(seed: int) -> list[str]:
-    return corpus(seed) + ["What is 12+7?\n19", "user\nassistant\nmodel\nsystem\n"] * 20
+def _corpus(seed: int, extra=()) -> list[str]:
+    return corpus(seed) + ["What is 12+7?\n19", "user\nassistant\nmodel\nsystem\n"] * 20 + list(extra)
 
 
-def _train_bpe(family: str, vocab_size: int, seed: int, special: list[str]):
+def _train_bpe(family: str, vocab_size: int, seed: int, special: list[str], extra=()):
     """A `tokenizers.Tokenizer` trained with the splitting rules the family's loader rebuilds."""
     if family == "gemma2":
-        return _train_sentencepiece_bpe(vocab_size, seed, special)
+        return _train_sentencepiece_bpe(vocab_size, seed, special, extra)
     if family == "qwen3":  # exactly what Qwen2Tokenizer rebuilds (as utils/toy/tiny_model.py's tokenizer)
         from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
-        return train_byte_level_bpe(_corpus(seed), vocab_size, special, PRETOKENIZE_REGEX, nfc=True)
+        return train_byte_level_bpe(_corpus(seed, extra), vocab_size, special, PRETOKENIZE_REGEX, nfc=True)
     # gpt2: what GPT2Tokenizer rebuilds, byte-level with GPT-2's own regex; llama3, phi3: Llama-3's regex
-    return train_byte_level_bpe(_corpus(seed), vocab_size, special, None if family == "gpt2" else LLAMA3_REGEX)
+    return train_byte_level_bpe(_corpus(seed, extra), vocab_size, special, None if family == "gpt2" else LLAMA3_REGEX)
 
 
-def _train_sentencepiece_bpe(vocab_size: int, seed: int, special: list[str]):
+def _train_sentencepiece_bpe(vocab_size: int, seed: int, special: list[str], extra=()):
     """Gemma's kind: spaces become ▁, no pre-splitting, unknown bytes -> <0xNN> (256 more tokens)."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
@@ -94,20 +94,21 @@ def _train_sentencepiece_bpe(vocab_size: int, seed: int, special: list[str]):
     tok.normalizer = normalizers.Replace(" ", "▁")
     tok.pre_tokenizer = pre_tokenizers.Split(" ", behavior="merged_with_previous")
     tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
-    alphabet = sorted(set("".join(_corpus(seed)).replace(" ", "▁")) | {"\n"})
+    alphabet = sorted(set("".join(_corpus(seed, extra)).replace(" ", "▁")) | {"\n"})
     bytes_ = [f"<0x{i:02X}>" for i in range(256)]
     trainer = trainers.BpeTrainer(vocab_size=vocab_size + 100, special_tokens=special + bytes_,
                                   initial_alphabet=alphabet, show_progress=False)
-    tok.train_from_iterator(_corpus(seed), trainer=trainer)
+    tok.train_from_iterator(_corpus(seed, extra), trainer=trainer)
     return tok
 
 
-def build_tokenizer(family: str, vocab_size: int = 512, seed: int = 0):
-    """The family's tokenizer: a trained BPE, its special tokens, BOS / EOS / pad and chat template."""
+def build_tokenizer(family: str, vocab_size: int = 512, seed: int = 0, extra=()):
+    """The family's tokenizer: a trained BPE (on the shared corpus and the lines `extra`), its special tokens, BOS /
+    EOS / pad and chat template."""
     from tokenizers import AddedToken, processors
 
     spec = SPECS[family]
-    tok = _train_bpe(family, vocab_size, seed, spec["special"])
+    tok = _train_bpe(family, vocab_size, seed, spec["special"], extra)
     kwargs = dict(bos_token=spec["bos"], eos_token=spec["eos"], pad_token=spec["pad"])
     if family in ("qwen3", "gpt2", "gemma2"):  # classes that rebuild their pipeline from vocab + merges
         from transformers import GemmaTokenizer, GPT2Tokenizer, Qwen2Tokenizer
@@ -141,8 +142,9 @@ def build_tokenizer(family: str, vocab_size: int = 512, seed: int = 0):
     return hf
 
 
-def build_model(family: str, tokenizer, hidden_size: int = 32, num_layers: int = 2, seed: int = 0):
-    """A random 2-layer model of the family's class with the family's BOS / EOS / pad ids. fp32."""
+def build_model(family: str, tokenizer, hidden_size: int = 32, num_layers: int = 2, seed: int = 0,
+                context: int = 512):
+    """A random 2-layer model of the family's class with the family's BOS / EOS / pad ids, `context` positions. fp32."""
     import torch
     from transformers import (AutoModelForCausalLM, Gemma2Config, GenerationConfig, GPT2Config, LlamaConfig,
                               Phi3Config, Qwen3Config)
@@ -156,14 +158,14 @@ def build_model(family: str, tokenizer, hidden_size: int = 32, num_layers: int =
     heads = sizes["num_attention_heads"]
     if family == "gpt2":
         config = GPT2Config(vocab_size=len(tokenizer), n_embd=hidden_size, n_layer=num_layers, n_head=heads,
-                            n_positions=512, **special)
+                            n_positions=context, **special)
     else:
         cls = {"llama3": LlamaConfig, "gemma2": Gemma2Config, "phi3": Phi3Config, "qwen3": Qwen3Config}[family]
         extra = {"gemma2": dict(head_dim=hidden_size // heads, query_pre_attn_scalar=hidden_size // heads,
                                 sliding_window=64),
                  "qwen3": dict(head_dim=hidden_size // heads, tie_word_embeddings=True),
-                 "phi3": dict(original_max_position_embeddings=512)}.get(family, {})
-        config = cls(vocab_size=len(tokenizer), **sizes, max_position_embeddings=512, **special, **extra)
+                 "phi3": dict(original_max_position_embeddings=context)}.get(family, {})
+        config = cls(vocab_size=len(tokenizer), **sizes, max_position_embeddings=context, **special, **extra)
     if not spec["config_pad"]:
         config.pad_token_id = None
     torch.manual_seed(seed)
@@ -176,13 +178,14 @@ def build_model(family: str, tokenizer, hidden_size: int = 32, num_layers: int =
 
 
 def make_family(name: str, output_dir: str, hidden_size: int = 32, seed: int = 0, num_layers: int = 2,
-                vocab_size: int = 512) -> str:
+                vocab_size: int = 512, context: int = 512, corpus_extra=()) -> str:
     """Build and save a tiny `name` model + tokenizer to `output_dir` (same seed: the same tokenizer, so a teacher of
     another width shares the student's vocabulary); returns the directory."""
     if name not in SPECS:
         raise ValueError(f"unknown family {name!r}; expected one of {', '.join(FAMILIES)}")
-    tokenizer = build_tokenizer(name, vocab_size=vocab_size, seed=seed)
-    save(build_model(name, tokenizer, hidden_size=hidden_size, num_layers=num_layers, seed=seed), tokenizer, output_dir)
+    tokenizer = build_tokenizer(name, vocab_size=vocab_size, seed=seed, extra=corpus_extra)
+    save(build_model(name, tokenizer, hidden_size=hidden_size, num_layers=num_layers, seed=seed, context=context),
+         tokenizer, output_dir)
     _check_round_trip(tokenizer, output_dir)
     return output_dir
 

@@ -53,19 +53,24 @@ class CompletionsToFile:
     `log_completions` is on) are written to completions.jsonl, then dropped so that the next log only writes
     newer ones."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, tool_stats=None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.tool_stats = tool_stats  # utils.trainers.tools.ToolStats when the run has tools
         place_reward_models(self)
 
     def log(self, logs, start_time=None):
+        if self.tool_stats is not None and self.model.training and "loss" in logs:
+            from utils.trainers.tools import tool_metrics
+
+            logs.update(tool_metrics(self.tool_stats, list(self._logs["completion"]), self.accelerator))
         super().log(logs, start_time)
         if not self.model.training or not self._logs["prompt"]:
             return
-        if self.accelerator.is_main_process:
+        if self.accelerator.is_main_process:  # with tools: every rollout, the whole transcript
             write_completions(self.args.output_dir, self.state.global_step, list(self._logs["prompt"]),
                               list(self._logs["completion"]),
                               {name: list(v) for name, v in self._logs["rewards"].items()},
-                              self.args.num_completions_to_print)
+                              None if self.tool_stats is not None else self.args.num_completions_to_print)
         for buffer in self._logs.values():  # deques and dicts of deques alike
             buffer.clear()
 

@@ -1,0 +1,90 @@
+"""A small tool-use task for tests and docs: sums of three-digit numbers that a tiny model cannot do in its head but can do with
+a calculator tool, `add`.
+
+    transcripts(n, seed)   SFT rows: user asks -> assistant calls add(a, b) -> tool result -> assistant answers
+    prompts(n, seed)       GRPO / evaluation rows: the question, and the `answer` the reward checks
+    add                    the tool (--tools utils.toy.tool_task:add)
+    correct                the reward (--reward_funcs utils.toy.tool_task:correct): 1.0 when the last answer states
+                           the sum, else 0.0
+    write(folder, ...)     sft.jsonl, prompts.jsonl and heldout.jsonl in `folder`
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+
+
+def add(a: int, b: int) -> int:
+    """Add two integers.
+
+    Args:
+        a: The first integer.
+        b: The second integer.
+    """
+    return int(a) + int(b)
+
+
+def _question(a: int, b: int) -> str:
+    return f"What is {a} plus {b}?"
+
+
+def _pairs(n: int, seed: int):
+    rng = random.Random(seed)
+    return [(rng.randint(100, 449), rng.randint(100, 449)) for _ in range(n)]
+
+
+def transcripts(n: int, seed: int = 0) -> list[dict]:
+    return [{"messages": [
+        {"role": "user", "content": _question(a, b)},
+        {"role": "assistant", "content": "",
+         "tool_calls": [{"type": "function", "function": {"name": "add", "arguments": {"a": a, "b": b}}}]},
+        {"role": "tool", "name": "add", "content": str(a + b)},
+        {"role": "assistant", "content": f"The answer is {a + b}."}]} for a, b in _pairs(n, seed)]
+
+
+def prompts(n: int, seed: int = 1) -> list[dict]:
+    return [{"prompt": [{"role": "user", "content": _question(a, b)}], "answer": str(a + b)} for a, b in _pairs(n, seed)]
+
+
+def _last_answer(completion) -> str:
+    if isinstance(completion, str):
+        return completion
+    answers = [m.get("content") or "" for m in completion if m.get("role") == "assistant"]
+    return answers[-1] if answers else ""
+
+
+def correct(prompts, completions, answer, **_) -> list[float]:
+    """1.0 when the completion's last assistant turn states the expected sum (the number alone), else 0.0."""
+    return [1.0 if ans in re.findall(r"-?\d+", _last_answer(c)) else 0.0 for c, ans in zip(completions, answer)]
+
+
+def write(folder: str, n_sft: int = 300, n_prompts: int = 64, n_heldout: int = 32) -> dict:
+    """The task's files in `folder`; returns their paths."""
+    os.makedirs(folder, exist_ok=True)
+    files = {"sft": transcripts(n_sft, seed=0), "prompts": prompts(n_prompts, seed=1),
+             "heldout": prompts(n_heldout, seed=2)}
+    paths = {}
+    for name, rows in files.items():
+        paths[name] = os.path.join(folder, f"{name}.jsonl")
+        with open(paths[name], "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows)
+    return paths
+
+
+def make_model(output_dir: str, family: str = "qwen3", hidden_size: int = 64, num_layers: int = 2,
+               vocab_size: int = 1024, seed: int = 0) -> str:
+    """A tiny model of `family` whose tokenizer also learned the text of this task's rendered transcripts (the
+    template's tool preamble, the schema of `add`): a transcript is ~150 tokens instead of ~650, so that training
+    on CPU takes seconds. Its template is the family's own (utils/toy/families.py)."""
+    from transformers.utils import get_json_schema
+
+    from utils.toy.families import build_tokenizer, make_family
+
+    plain = build_tokenizer(family, seed=seed)
+    texts = [plain.apply_chat_template(r["messages"], tools=[get_json_schema(add)], tokenize=False)
+             for r in transcripts(200, seed=99)]
+    return make_family(family, output_dir, hidden_size=hidden_size, num_layers=num_layers, vocab_size=vocab_size,
+                       seed=seed, context=1024, corpus_extra=texts * 5)
