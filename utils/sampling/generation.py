@@ -114,13 +114,20 @@ def generate(model, tokenizer, prompts: list, *, num_samples: int, max_new_token
              top_p: float = 1.0, top_k: int = 0, seed: int = 0, tools: list | None = None) -> list[list[Sample]]:
     """`num_samples` completions for each prompt, sampled in one `generate` call seeded with `seed`; `tools`: the
     tool schemas the chat template shows (utils/sampling/tool_loop.py calls them)."""
+    texts = [render(p, tokenizer, tools) for p in prompts]
+    ids = tokenizer([t for t, _ in texts], add_special_tokens=not texts[0][1])["input_ids"]
+    return generate_ids(model, tokenizer, ids, num_samples=num_samples, max_new_tokens=max_new_tokens,
+                        temperature=temperature, top_p=top_p, top_k=top_k, seed=seed)
+
+
+def generate_ids(model, tokenizer, prompt_ids: list[list[int]], *, num_samples: int, max_new_tokens: int,
+                 temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, seed: int = 0) -> list[list[Sample]]:
+    """As `generate`, from prompts already tokenized."""
     import torch
 
-    texts = [render(p, tokenizer, tools) for p in prompts]
     side, tokenizer.padding_side = tokenizer.padding_side, "left"  # generation continues the prompts' last tokens
     try:
-        enc = tokenizer([t for t, _ in texts], return_tensors="pt", padding=True,
-                        add_special_tokens=not texts[0][1]).to(next(model.parameters()).device)
+        enc = tokenizer.pad({"input_ids": prompt_ids}, return_tensors="pt").to(next(model.parameters()).device)
     finally:
         tokenizer.padding_side = side
     device = enc["input_ids"].device
@@ -132,7 +139,7 @@ def generate(model, tokenizer, prompts: list, *, num_samples: int, max_new_token
                              pad_token_id=tokenizer.pad_token_id)
     eos, width = eos_ids(model, tokenizer), enc["input_ids"].shape[1]
     prompt_ids = [ids[mask.bool()].tolist() for ids, mask in zip(enc["input_ids"], enc["attention_mask"])]
-    groups: list[list[Sample]] = [[] for _ in prompts]
+    groups: list[list[Sample]] = [[] for _ in prompt_ids]
     for row, ids in enumerate(out[:, width:].tolist()):
         cut = next((i for i, t in enumerate(ids) if t in eos), None)
         sample = Sample(prompt_ids[row // num_samples], ids if cut is None else ids[:cut + 1], cut is not None)

@@ -36,13 +36,21 @@ def _pairs(n: int, seed: int):
     return [(rng.randint(100, 449), rng.randint(100, 449)) for _ in range(n)]
 
 
-def transcripts(n: int, seed: int = 0) -> list[dict]:
-    return [{"messages": [
-        {"role": "user", "content": _question(a, b)},
-        {"role": "assistant", "content": "",
-         "tool_calls": [{"type": "function", "function": {"name": "add", "arguments": {"a": a, "b": b}}}]},
-        {"role": "tool", "name": "add", "content": str(a + b)},
-        {"role": "assistant", "content": f"The answer is {a + b}."}]} for a, b in _pairs(n, seed)]
+def transcripts(n: int, seed: int = 0, call_share: float = 1.0) -> list[dict]:
+    """`n` conversations; a `call_share` of them call `add` and answer with its result, the others answer at once
+    with a guess (a wrong sum: what a model that does not call the tool gets)."""
+    rng, rows = random.Random(seed + 1), []
+    for a, b in _pairs(n, seed):
+        question = {"role": "user", "content": _question(a, b)}
+        if rng.random() < call_share:
+            rows.append({"messages": [question, {"role": "assistant", "content": "", "tool_calls": [
+                {"type": "function", "function": {"name": "add", "arguments": {"a": a, "b": b}}}]},
+                {"role": "tool", "name": "add", "content": str(a + b)},
+                {"role": "assistant", "content": f"The answer is {a + b}."}]})
+        else:
+            guess = a + b + rng.choice([-1, 1]) * rng.randint(1, 99)
+            rows.append({"messages": [question, {"role": "assistant", "content": f"The answer is {guess}."}]})
+    return rows
 
 
 def prompts(n: int, seed: int = 1) -> list[dict]:
@@ -61,10 +69,11 @@ def correct(prompts, completions, answer, **_) -> list[float]:
     return [1.0 if ans in re.findall(r"-?\d+", _last_answer(c)) else 0.0 for c, ans in zip(completions, answer)]
 
 
-def write(folder: str, n_sft: int = 300, n_prompts: int = 64, n_heldout: int = 32) -> dict:
-    """The task's files in `folder`; returns their paths."""
+def write(folder: str, n_sft: int = 400, n_prompts: int = 64, n_heldout: int = 32, call_share: float = 0.5) -> dict:
+    """The task's files in `folder` (sft.jsonl: `call_share` of the transcripts call the tool); returns their
+    paths."""
     os.makedirs(folder, exist_ok=True)
-    files = {"sft": transcripts(n_sft, seed=0), "prompts": prompts(n_prompts, seed=1),
+    files = {"sft": transcripts(n_sft, seed=0, call_share=call_share), "prompts": prompts(n_prompts, seed=1),
              "heldout": prompts(n_heldout, seed=2)}
     paths = {}
     for name, rows in files.items():
