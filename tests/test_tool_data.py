@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from conftest import run_cli, write_jsonl
+from conftest import run_cli, run_main, write_jsonl
 
 ADD = {"type": "function", "function": {"name": "add", "description": "Add two integers.", "parameters": {
     "type": "object", "properties": {"a": {"type": "integer", "description": "first"},
@@ -144,40 +144,46 @@ def test_tools_flag_gives_rows_their_schemas(families, tmp_path):
     assert "Add two integers." in json.loads(dataset[0]["tools"])[0]["function"]["description"]
 
 
-def _refused(families, tmp_path, rows, *extra, family="qwen3", method="SFT"):
-    data = write_jsonl(tmp_path / "bad.jsonl", rows)
-    out = tmp_path / "never"
-    proc = run_cli("--rlhf_type", method, "--model_name_or_path", families[family], "--train_data_path", data,
-                   "--output_dir", out, *extra, check=False)
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    assert "Traceback" not in proc.stderr and not out.exists()
-    return proc.stderr
+@pytest.fixture
+def refused(families, tmp_path, capsys):
+    """main_train in this process on `rows` -> its error message (exit 2, no traceback, no output_dir)."""
+    def run(rows, *extra, family="qwen3", method="SFT"):
+        data = write_jsonl(tmp_path / "bad.jsonl", rows)
+        out = tmp_path / "never"
+        capsys.readouterr()
+        assert run_main("--rlhf_type", method, "--model_name_or_path", families[family], "--train_data_path", data,
+                        "--output_dir", out, *extra) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and not out.exists()
+        return err
+
+    return run
 
 
-def test_template_without_tools_refused_at_the_row(families, tmp_path):
-    err = _refused(families, tmp_path, _rows(), family="llama3")
+def test_template_without_tools_refused_at_the_row(refused):
+    err = refused(_rows(), family="llama3")
     assert "bad.jsonl:1" in err and "drops the tool call of message 2" in err, err
 
 
-def test_bad_tool_rows_refused(families, tmp_path):
+def test_bad_tool_rows_refused(refused):
     bad_args = _add_row(1, 2)
     bad_args["messages"][1]["tool_calls"][0]["function"]["arguments"] = "{a: 1"
-    err = _refused(families, tmp_path, [_add_row(3, 4), bad_args])
+    err = refused([_add_row(3, 4), bad_args])
     assert "bad.jsonl:2" in err and "tool call 1 has `arguments` that are not valid JSON" in err, err
     no_name = _add_row(1, 2)
     no_name["messages"][1]["tool_calls"] = [{"function": {"arguments": {}}}]
-    assert "has no function name" in _refused(families, tmp_path, [no_name])
+    assert "has no function name" in refused([no_name])
     on_user = _add_row(1, 2)
     on_user["messages"][0]["tool_calls"] = on_user["messages"][1]["tool_calls"]
-    assert "has `tool_calls` but role 'user'" in _refused(families, tmp_path, [on_user])
+    assert "has `tool_calls` but role 'user'" in refused([on_user])
     bad_schema = _add_row(1, 2)
     bad_schema["tools"] = [{"description": "nameless"}]
-    assert "`tools` schema 1 has no function name" in _refused(families, tmp_path, [bad_schema])
+    assert "`tools` schema 1 has no function name" in refused([bad_schema])
     plain = [{"prompt": "What is 1 plus 2?", "completion": "3", "tools": [ADD]}]
-    assert "plain-string rows" in _refused(families, tmp_path, plain)
-    err = _refused(families, tmp_path, _rows(), "--tools", "utils.toy.tool_task:nothing_here")
+    assert "plain-string rows" in refused(plain)
+    err = refused(_rows(), "--tools", "utils.toy.tool_task:nothing_here")
     assert "--tools 'utils.toy.tool_task:nothing_here'" in err and "has no function" in err
-    err = _refused(families, tmp_path, _rows(), "--tools", "utils.toy.tool_task:write")
+    err = refused(_rows(), "--tools", "utils.toy.tool_task:write")
     assert "no tool schema can be made from 'write'" in err
 
 

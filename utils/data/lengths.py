@@ -33,12 +33,13 @@ class Lengths:
     has_prompt: bool  # the rows name their prompt (TRL drops a row whose prompt fills max_length)
 
 
-def _texts(row: dict, fields: list[str], tokenizer, tools: bool = False):
+def _texts(row: dict, fields: list[str], tokenizer, tools: bool = False, default_tools=None):
     """(prompt text, [answer texts]); conversational rows rendered with the chat template (with `tools`: the row's
-    tool schemas, and the tool calls, results and schemas checked to be in the rendering)."""
-    schemas = None
+    tool schemas, and the tool calls, results and schemas checked to be in the rendering; `default_tools`: the
+    schemas of rows without their own, e.g. GRPO's prompts with --tools)."""
+    schemas = default_tools
     if tools:
-        row, schemas = render_form(row), row_tools(row)
+        row, schemas = render_form(row), row_tools(row) or default_tools
 
     def render(messages, generation_prompt: bool) -> str:
         text = tokenizer.apply_chat_template(messages, tools=schemas, tokenize=False,
@@ -69,6 +70,8 @@ def measure(rows, tokenizer, what: str = "train_data_path") -> Lengths:
                         "expected a tokenizer that has a chat template, or plain-string rows (no template is "
                         "applied to those).")
     prompt, first, second, fields, has_prompt = [], [], [], None, False
+    options = getattr(rows, "options", None)  # --tools' schemas: what the prompts are rendered with
+    default_tools = json.loads(options.tools) if options is not None and options.tools and rows.conversational else None
     for start, batch in rows.batches():
         if fields is None:
             has_prompt = batch[0].get("prompt") is not None
@@ -77,7 +80,7 @@ def measure(rows, tokenizer, what: str = "train_data_path") -> Lengths:
         prompts, answers = [], [[] for _ in fields]
         for i, row in enumerate(batch):
             try:
-                p, a = _texts(row, fields, tokenizer, rows.tools)
+                p, a = _texts(row, fields, tokenizer, rows.tools, default_tools)
             except BadRow as e:
                 raise UserError(f"{rows.where(start + i)}: {e.what}; expected {e.expected}.") from None
             except Exception as e:  # a template may raise anything (jinja2's TemplateError, KeyError, TypeError...)

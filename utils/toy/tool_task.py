@@ -97,3 +97,32 @@ def make_model(output_dir: str, family: str = "qwen3", hidden_size: int = 64, nu
              for r in transcripts(200, seed=99)]
     return make_family(family, output_dir, hidden_size=hidden_size, num_layers=num_layers, vocab_size=vocab_size,
                        seed=seed, context=1024, corpus_extra=texts * 5)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from utils.core.errors import run_command
+
+    return run_command(build, argv)
+
+
+def build(argv: list[str]) -> None:
+    from utils.core.errors import CommandParser, UserError
+
+    p = CommandParser("python -m utils.tool_task", __doc__ + "\n    python -m utils.tool_task DIR    # DIR/model, "
+                      "DIR/data/{sft,prompts,heldout}.jsonl\n")
+    p.add_argument("dir", nargs="?", metavar="DIR", help="the same as --output_dir DIR")
+    p.add_argument("--output_dir", help="where the model (DIR/model) and the data (DIR/data) go")
+    p.add_argument("--call_share", type=float, default=0.7, help="share of the SFT transcripts that call the tool")
+    p.add_argument("--hidden_size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    if a.dir is not None and a.output_dir not in (None, a.dir):
+        raise UserError(f"Two output directories: {a.dir!r} and --output_dir {a.output_dir!r}. Give one.")
+    a.output_dir = a.output_dir or a.dir
+    if a.output_dir is None:
+        raise UserError("Where should the task go? Give --output_dir DIR (or DIR alone).")
+    if not 0 <= a.call_share <= 1:
+        raise UserError(f"--call_share {a.call_share} is out of range; expected a share in [0, 1].")
+    files = write(os.path.join(a.output_dir, "data"), call_share=a.call_share)
+    model = make_model(os.path.join(a.output_dir, "model"), hidden_size=a.hidden_size, seed=a.seed)
+    print(f"tool task: model in {model}; data: {', '.join(files.values())}")
