@@ -132,10 +132,13 @@ def test_other_variants_load(tmp_path, tok):
     ]
     for i, (kind, row) in enumerate(cases):
         assert len(load_dataset_checked(str(write(tmp_path / f"{i}.jsonl", [row])), kind, tok)) == 1
-    # a tool call chain: the assistant's tool call may have empty content
+    # a tool call chain: the assistant's tool call may have empty content; this ChatML template renders content only,
+    # so the call would silently vanish from what the model reads: refused at the row (tests/test_tool_data.py has
+    # templates that render it)
     tool = {"prompt": [U("Weather in Paris?"), {"role": "assistant", "content": "", "tool_calls": [{"name": "w"}]},
                        {"role": "tool", "content": "sunny"}], "completion": [A("It is sunny in Paris.")]}
-    assert len(load_dataset_checked(str(write(tmp_path / "tool.jsonl", [tool])), "sft", tok)) == 1
+    with pytest.raises(UserError, match=r"tool\.jsonl:1: the chat template of .* drops the tool call of message 2"):
+        load_dataset_checked(str(write(tmp_path / "tool.jsonl", [tool])), "sft", tok)
 
 
 def test_is_conversational_row_and_help():

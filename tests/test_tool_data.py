@@ -216,3 +216,45 @@ def test_dpo_rows_with_tool_turns(families, tmp_path):
                          train_dataset=dataset, processing_class=tok)
     prompt = tok.decode(trainer.train_dataset[1]["prompt_ids"])
     assert '"name": "neg"' in prompt and '{"x": 5}' in prompt and "NEG-5" in prompt and "null" not in prompt
+
+
+def _tool_templates():
+    import os
+
+    import trl
+
+    folder = os.path.join(os.path.dirname(trl.__file__), "chat_templates")
+    return sorted(f[:-6] for f in os.listdir(folder) if f.endswith(".jinja") and "_training" not in f)
+
+
+def test_every_tool_capable_template_trl_ships(families, tmp_path):
+    """Each template TRL ships that renders a tool exchange (TRL's own test) takes the rows in the check phase, with
+    the calls, arguments, results and schemas in its rendering; each one that does not is refused at the row."""
+    from transformers import AutoTokenizer
+    from trl.chat_template_utils import supports_tool_calling
+
+    from utils.core.errors import UserError
+    from utils.data.formats import DataOptions
+    from utils.data.loading import prepare
+    from utils.toy.families import chat_template
+
+    data = write_jsonl(tmp_path / "tools.jsonl", _rows())
+    no_schemas = write_jsonl(tmp_path / "no_schemas.jsonl", [{"messages": r["messages"]} for r in _rows()])
+    tok = AutoTokenizer.from_pretrained(families["llama31"])
+    capable, schemas_dropped = [], []
+    for name in _tool_templates():
+        tok.chat_template = chat_template(name)
+        try:
+            if not supports_tool_calling(tok):
+                continue
+        except Exception:  # templates for images, which index content as a list
+            continue
+        try:
+            prepare(str(data), "sft", tok, "train_data_path", DataOptions(), assistant_only_loss=False)
+            capable.append(name)
+        except UserError as e:  # e.g. DeepSeek-V3's, which expects the tools described in the system turn
+            assert "tools.jsonl:1: the chat template" in str(e) and "does not render the tool schemas" in str(e), e
+            prepare(str(no_schemas), "sft", tok, "train_data_path", DataOptions(), assistant_only_loss=False)
+            schemas_dropped.append(name)
+    assert {"qwen3", "qwen2_5", "llama3_1", "llama3_2"} <= set(capable), (capable, schemas_dropped)
+    assert len(capable) >= 15 and len(schemas_dropped) <= 2, (capable, schemas_dropped)

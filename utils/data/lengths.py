@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from utils.core.errors import UserError
 from utils.data.schemas import BadRow, one_line
-from utils.data.tool_rows import check_rendered, render_form, row_tools
+from utils.data.tool_rows import arguments_as_text, check_rendered, render_form, row_tools
 
 ANSWERS = ("chosen", "rejected", "completion", "messages", "text")
 
@@ -42,8 +42,14 @@ def _texts(row: dict, fields: list[str], tokenizer, tools: bool = False, default
         row, schemas = render_form(row), row_tools(row) or default_tools
 
     def render(messages, generation_prompt: bool) -> str:
-        text = tokenizer.apply_chat_template(messages, tools=schemas, tokenize=False,
-                                             add_generation_prompt=generation_prompt)
+        try:
+            text = tokenizer.apply_chat_template(messages, tools=schemas, tokenize=False,
+                                                 add_generation_prompt=generation_prompt)
+        except TypeError:  # a template that takes arguments as JSON text only (DeepSeek-V3's), as TRL retries it
+            if not tools:
+                raise
+            text = tokenizer.apply_chat_template(arguments_as_text(messages), tools=schemas, tokenize=False,
+                                                 add_generation_prompt=generation_prompt)
         if tools and not generation_prompt:
             check_rendered(text, messages, schemas, getattr(tokenizer, "name_or_path", "") or "the tokenizer")
         return text

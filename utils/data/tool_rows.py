@@ -107,6 +107,18 @@ def render_form(value):
     return out
 
 
+def arguments_as_text(messages: list[dict]) -> list[dict]:
+    """`messages` (render form) with every call's arguments as a JSON string: what templates that concatenate them
+    as text take (TRL's supports_tool_calling retries these so; its training copies of them take objects)."""
+    out = []
+    for m in messages:
+        if m.get("tool_calls"):
+            m = {**m, "tool_calls": [{**c, "function": {**c["function"], "arguments": json.dumps(
+                c["function"].get("arguments", {}), ensure_ascii=False)}} for c in m["tool_calls"]]}
+        out.append(m)
+    return out
+
+
 def row_tools(row: dict):
     """The tool schemas to render `row` with (None: none)."""
     tools = row.get("tools")

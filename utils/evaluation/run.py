@@ -275,6 +275,10 @@ def check_after_training(method, common, config, tokenizer, rewards=None) -> Pla
             "--reward_funcs", *common.reward_funcs]
     if getattr(config, "reward_weights", None):
         argv += ["--reward_weights", *config.reward_weights]
+    if common.tools and not any(t.endswith(".json") for t in common.tools):  # functions: both sides may call them
+        argv += ["--tools", *common.tools, "--tool_timeout", common.tool_timeout]
+        if getattr(config, "max_tool_calling_iterations", None):
+            argv += ["--max_tool_calling_iterations", config.max_tool_calling_iterations]
     if method.data == "preference" and getattr(config, "beta", 0) > 0:
         argv += ["--beta", config.beta]
     if config.trust_remote_code:
