@@ -82,7 +82,7 @@ class Needs:
     """What a trainer takes besides model, data and tokenizer, checked; build_trainer builds it."""
 
     rewards: object = None  # utils.model.rewards.RewardSources
-    teacher_tokenizer: object = None  # utils.trainers.distill.check_teacher
+    teacher_tokenizer: object = None  # utils.trainers.teacher.check_teacher
     critic: object = None  # utils.ppo.models.CriticPlan
     evaluation: object = None  # utils.evaluation.run.Plan: --evaluate_after, run once the final model is saved
     data_report: dict | None = None  # utils.data.lengths.report, written to output_dir/data_report.json
@@ -105,7 +105,7 @@ def check_needs(method, common, config, tokenizer, train, rows=None) -> Needs:
         needs.rewards = check_reward_sources(common.reward_model_path, common.reward_funcs, config.reward_weights,
                                              config.trust_remote_code, getattr(needs.tools, "owns_reward", False))
     if method.teacher:
-        from utils.trainers.distill import check_teacher
+        from utils.trainers.teacher import check_teacher
 
         needs.teacher_tokenizer = check_teacher(config, tokenizer)
     if method.critic:
@@ -178,7 +178,7 @@ def build_trainer(method, common, config, tokenizer, train, evals, callbacks, ne
             kwargs["reward_funcs"] = needs.rewards.build(dtype)
         kwargs.update(needs.tools.trainer_kwargs() if needs.tools is not None else {})  # GRPO's tools
         if needs.teacher_tokenizer is not None:
-            from utils.trainers.distill import load_teacher
+            from utils.trainers.teacher import load_teacher
 
             kwargs["teacher_model"] = load_teacher(config, needs.teacher_tokenizer, dtype)
         if needs.critic is not None:

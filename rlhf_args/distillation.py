@@ -72,7 +72,7 @@ def check(common, config, columns) -> None:
     if not config.teacher_model_name_or_path:
         raise UserError("--teacher_model_name_or_path is required for Distillation: the frozen teacher causal LM "
                         "that scores the student's samples (it must use the student's tokenizer).")
-    from utils.trainers.distill import check_same_vocab_size
+    from utils.trainers.teacher import check_same_vocab_size
 
     check_same_vocab_size(common.model_name_or_path, config.teacher_model_name_or_path, config.trust_remote_code)
 
