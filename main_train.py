@@ -193,10 +193,9 @@ def build_trainer(method, common, config, tokenizer, train, evals, callbacks, ne
         if user is None:  # a TypeError that names no option: a bug of ours, with its traceback
             raise
         raise user from e
-    if hasattr(trainer.train_dataset, "__len__") and len(trainer.train_dataset) == 0:
-        raise UserError(f"{method.name} dropped every training row while preparing the data (each one longer than "
-                        f"--max_length {getattr(config, 'max_length', None)} where it counts, or with nothing left to "
-                        "train on); expected a larger --max_length or shorter rows.")
+    from utils.trainers.trainable import check_trainable
+
+    check_trainable(trainer, method.name, config)  # rows left, and at least one whole batch of them
     return trainer
 
 

@@ -189,3 +189,17 @@ def test_tool_mistakes_refused_before_any_weights_load(task, tmp_path, capsys):
     assert "cannot render a tool-calling exchange" in refused(
         "--rlhf_type", "GRPO", "--model_name_or_path", plain, "--train_data_path", task["prompts"], "--reward_funcs",
         "utils.toy.tool_task:correct", "--tools", "utils.toy.tool_task:add")
+
+
+def test_fewer_prompts_than_one_batch_refused(task, tmp_path, capsys):
+    """GRPO samples whole batches of distinct prompts: 5 rows and 8 prompts per batch would train nothing (TRL's
+    sampler yields no batch); refused with the numbers, exit 2, no output_dir."""
+    five = tmp_path / "five.jsonl"
+    five.write_text("".join(open(task["prompts"]).readlines()[:5]))
+    out = tmp_path / "never"
+    assert run_main("--rlhf_type", "GRPO", "--model_name_or_path", task["model"], "--train_data_path", five,
+                    "--reward_funcs", "utils.toy.tool_task:correct", "--per_device_train_batch_size", "16",
+                    "--num_generations", "2", "--output_dir", out) == 2
+    err = capsys.readouterr().err
+    assert "GRPO samples 8 distinct prompts per batch" in err and "has 5 rows" in err, err
+    assert not out.exists()

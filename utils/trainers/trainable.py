@@ -1,0 +1,36 @@
+"""Once the trainer is built, before it trains: there is something to train on. TRL may drop every row while it
+prepares the data (each longer than --max_length where it counts), and the online trainers (GRPO, RLOO, Distillation)
+sample whole batches of distinct prompts only, so a dataset smaller than one such batch gives no step at all:
+transformers then refuses --max_steps -1 in words about dataloaders, or the run ends at once having trained nothing."""
+
+from __future__ import annotations
+
+from utils.core.errors import UserError
+
+
+def check_trainable(trainer, method: str, config) -> None:
+    dataset = trainer.train_dataset
+    if not hasattr(dataset, "__len__"):
+        return
+    if len(dataset) == 0:
+        raise UserError(f"{method} dropped every training row while preparing the data (each one longer than "
+                        f"--max_length {getattr(config, 'max_length', None)} where it counts, or with nothing left to "
+                        "train on); expected a larger --max_length or shorter rows.")
+    get_sampler = getattr(trainer, "_get_train_sampler", None)  # transformers' Trainer (and TRL's subclasses)
+    if get_sampler is None:
+        return
+    try:
+        sampler = get_sampler(dataset)
+    except TypeError:  # transformers' older signature
+        sampler = get_sampler()
+    if sampler is None or not hasattr(sampler, "__len__") or len(sampler) > 0:
+        return
+    per_batch = getattr(sampler, "batch_size", None) or config.per_device_train_batch_size
+    generations = getattr(config, "num_generations", None)
+    how = (f"--per_device_train_batch_size {config.per_device_train_batch_size} x --steps_per_generation / "
+           f"--num_generations {generations}, times the processes" if generations else
+           f"--per_device_train_batch_size {config.per_device_train_batch_size} x the processes x "
+           "--gradient_accumulation_steps")
+    raise UserError(f"{method} samples {per_batch} distinct prompts per batch ({how}), and the training data has "
+                    f"{len(dataset)} rows: not one whole batch, so nothing would be trained. Expected at least "
+                    f"{per_batch} rows, or a smaller --per_device_train_batch_size.")
