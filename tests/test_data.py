@@ -124,17 +124,12 @@ def test_extra_columns_kept_even_if_only_in_later_rows(tmp_path):
 
 
 def test_other_variants_load(tmp_path, tok):
-    cases = [
-        ("reward", {"prompt": [U("Hi?")], "chosen": [A("Hello!")], "rejected": [A("No.")]}),
-        ("sft", {"text": "Once upon a time there was a cat."}),
-        ("sft", {"prompt": "2+2=", "completion": "4"}),
-        ("prompt", {"prompt": [S("Be brief."), U("Hi"), A("Hello"), U("Bye?")]}),
-    ]
+    cases = [("reward", {"prompt": [U("Hi?")], "chosen": [A("Hello!")], "rejected": [A("No.")]}),
+             ("sft", {"text": "Once upon a time there was a cat."}), ("sft", {"prompt": "2+2=", "completion": "4"}),
+             ("prompt", {"prompt": [S("Be brief."), U("Hi"), A("Hello"), U("Bye?")]})]
     for i, (kind, row) in enumerate(cases):
         assert len(load_dataset_checked(str(write(tmp_path / f"{i}.jsonl", [row])), kind, tok)) == 1
-    # a tool call chain: the assistant's tool call may have empty content; this ChatML template renders content only,
-    # so the call would silently vanish from what the model reads: refused at the row (tests/test_tool_data.py has
-    # templates that render it)
+    # a tool call (empty content) on a ChatML template that renders content only: refused, not silently dropped
     tool = {"prompt": [U("Weather in Paris?"), {"role": "assistant", "content": "", "tool_calls": [{"name": "w"}]},
                        {"role": "tool", "content": "sunny"}], "completion": [A("It is sunny in Paris.")]}
     with pytest.raises(UserError, match=r"tool\.jsonl:1: the chat template of .* drops the tool call of message 2"):

@@ -6,17 +6,14 @@ held-out prompts falls. The teacher, the data and the divergence are GKD's (test
 from __future__ import annotations
 
 import json
-import math
 import shutil
 from pathlib import Path
 
 import pytest
-import torch
-from safetensors.torch import load_file
 
 import test_gkd
 from conftest import log_history, run_cli, run_main
-from test_gkd import LEARN, _padded, heldout_divergence
+from test_gkd import LEARN, _padded, assert_trained_and_reloads, heldout_divergence
 
 # GKD's fixtures: a teacher of another width with the student's tokenizer, the task's rows, that teacher after SFT
 teacher_dir, gkd_data, sft_teacher = test_gkd.teacher_dir, test_gkd.gkd_data, test_gkd.sft_teacher
@@ -36,22 +33,7 @@ def test_distillation_trains_and_reloads(mode, tiny_dir, teacher_dir, gkd_data, 
         run_cli(*args, "--beta", "0.5")
     else:
         assert run_main(*args, "--teacher_load_in_4bit", "true") == 0
-    losses = [h["loss"] for h in log_history(out) if "loss" in h]
-    assert len(losses) == 2 and all(math.isfinite(v) and v > 0 for v in losses)
-    if mode == "full":
-        before, after = load_file(tiny_dir / "model.safetensors"), load_file(out / "model.safetensors")
-        assert any(not torch.equal(before[k], after[k]) for k in before if k in after), "no weight changed"
-        from transformers import AutoModelForCausalLM
-
-        model = AutoModelForCausalLM.from_pretrained(out)
-    else:
-        adapter = load_file(out / "adapter_model.safetensors")
-        assert any(v.abs().sum() > 0 for k, v in adapter.items() if "lora_B" in k), "LoRA B matrices are still zero"
-        from peft import AutoPeftModelForCausalLM
-
-        model = AutoPeftModelForCausalLM.from_pretrained(out)
-    with torch.no_grad():
-        assert torch.isfinite(model(input_ids=torch.tensor([[1, 5, 9, 2]])).logits).all()
+    assert_trained_and_reloads(out, tiny_dir, mode)
 
 
 def test_distillation_refusals(tiny_dir, teacher_dir, gkd_data, tmp_path, capsys):

@@ -165,6 +165,27 @@ CASES = [(0.0, False, "full", "teacher4bit"), (0.0, True, "lora", "teacher"), (1
 
 @pytest.mark.parametrize("lmbda,seq_kd,mode,padded", CASES,
                          ids=[f"lmbda{a}-seqkd{b}-{c}-{d or 'same'}" for a, b, c, d in CASES])
+def assert_trained_and_reloads(out, start, mode: str) -> None:
+    """Two finite positive losses logged; the weights (full) or LoRA B matrices moved from `start`; the saved model
+    reloads and gives finite logits. Shared with tests/test_distillation.py."""
+    losses = [h["loss"] for h in log_history(out) if "loss" in h]
+    assert len(losses) == 2 and all(math.isfinite(v) and v > 0 for v in losses)
+    if mode == "full":
+        before, after = load_file(start / "model.safetensors"), load_file(out / "model.safetensors")
+        assert any(not torch.equal(before[k], after[k]) for k in before if k in after), "no weight changed"
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(out)
+    else:
+        adapter = load_file(out / "adapter_model.safetensors")
+        assert any(v.abs().sum() > 0 for k, v in adapter.items() if "lora_B" in k), "LoRA B matrices are still zero"
+        from peft import AutoPeftModelForCausalLM
+
+        model = AutoPeftModelForCausalLM.from_pretrained(out)
+    with torch.no_grad():
+        assert torch.isfinite(model(input_ids=torch.tensor([[1, 5, 9, 2]])).logits).all()
+
+
 def test_gkd_trains_and_reloads(lmbda, seq_kd, mode, padded, tiny_dir, teacher_dir, gkd_data, tmp_path):
     student, teacher = tiny_dir, teacher_dir
     if padded == "teacher":
@@ -181,22 +202,7 @@ def test_gkd_trains_and_reloads(lmbda, seq_kd, mode, padded, tiny_dir, teacher_d
         run_cli(*args)
     else:
         assert run_main(*args) == 0
-    losses = [h["loss"] for h in log_history(out) if "loss" in h]
-    assert len(losses) == 2 and all(math.isfinite(v) and v > 0 for v in losses)
-    if mode == "full":
-        before, after = load_file(student / "model.safetensors"), load_file(out / "model.safetensors")
-        assert any(not torch.equal(before[k], after[k]) for k in before if k in after), "no weight changed"
-        from transformers import AutoModelForCausalLM
-
-        model = AutoModelForCausalLM.from_pretrained(out)
-    else:
-        adapter = load_file(out / "adapter_model.safetensors")
-        assert any(v.abs().sum() > 0 for k, v in adapter.items() if "lora_B" in k), "LoRA B matrices are still zero"
-        from peft import AutoPeftModelForCausalLM
-
-        model = AutoPeftModelForCausalLM.from_pretrained(out)
-    with torch.no_grad():
-        assert torch.isfinite(model(input_ids=torch.tensor([[1, 5, 9, 2]])).logits).all()
+    assert_trained_and_reloads(out, student, mode)
 
 
 def test_gkd_refusals(tiny_dir, teacher_dir, gkd_data, tmp_path, capsys):

@@ -125,3 +125,18 @@ class CommandParser(argparse.ArgumentParser):
 
     def error(self, message):
         raise UserError(f"{message}. Run `{self.prog} --help` for every option.")
+
+    def add_output_dir(self, help: str) -> None:
+        """`--output_dir DIR`, which may also be given as DIR alone (`output_dir` then holds the one given)."""
+        self.add_argument("dir", nargs="?", metavar="DIR", help="the same as --output_dir DIR")
+        self.add_argument("--output_dir", help=help)
+
+    def parse_with_output_dir(self, argv, what: str):
+        """parse_args, with `output_dir` set from DIR or --output_dir: both (and different), or neither, refused."""
+        a = self.parse_args(argv)
+        if a.dir is not None and a.output_dir not in (None, a.dir):
+            raise UserError(f"Two output directories: {a.dir!r} and --output_dir {a.output_dir!r}. Give one.")
+        a.output_dir = a.output_dir or a.dir
+        if a.output_dir is None:
+            raise UserError(f"Where should {what} go? Give --output_dir DIR (or DIR alone).")
+        return a

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from itertools import combinations
 
 from utils.data.schemas import BadRow, field_names, json_type
+from utils.data.tool_rows import sharegpt_tool_turns, tools_json
 
 # The fields that decide a row's format; the others (an `answer`, an `id`) ride along as columns.
 FORMAT_KEYS = ("prompt", "chosen", "rejected", "completion", "label", "messages", "text", "conversations",
@@ -51,22 +52,8 @@ class DataOptions:
         except (TypeError, ValueError):
             return None
         tools = get("tools")
-        options.tools = _tools_json([tools] if isinstance(tools, str) else tools) if tools else None
+        options.tools = tools_json([tools] if isinstance(tools, str) else tools) if tools else None
         return options
-
-
-def _tools_json(specs) -> str:
-    """--tools as the JSON string rows store: the functions' schemas (or those of .json files), checked."""
-    import json
-
-    from utils.core.errors import UserError
-    from utils.core.user_code import tool_schemas
-    from utils.data.tool_rows import schemas
-
-    try:
-        return json.dumps(schemas(tool_schemas(specs), "--tools"), ensure_ascii=False)
-    except BadRow as e:
-        raise UserError(f"{e.what}; expected {e.expected}.") from None
 
 
 @dataclass(frozen=True)
@@ -150,35 +137,11 @@ def _sharegpt(messages, name: str = "conversations") -> list[dict]:
     if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
         raise BadRow(f"`{name}` is {json_type(messages)} or holds non-objects", 'a list of {"from": ..., "value": ...}')
     out = maybe_convert_to_chatml({"messages": [dict(m) for m in messages]})["messages"]
-    calls = []  # the names of the last function_call turn's calls, for the observations after it
     for i, m in enumerate(out, 1):
-        role = m.get("role")
-        if role not in SHAREGPT_ROLES:
-            raise BadRow(f"`{name}` message {i} is from {role!r}", f"`from` one of {', '.join(SHAREGPT_ROLES)}")
-        m["role"] = SHAREGPT_ROLES[role]
-        if role == "function_call":
-            m["tool_calls"], m["content"] = _function_calls(m.get("content"), f"`{name}` message {i}"), ""
-            calls = [c["function"]["name"] for c in m["tool_calls"]]
-        elif role in ("observation", "tool") and len(calls) == 1:
-            m.setdefault("name", calls[0])
-    return out
-
-
-def _function_calls(value, at: str) -> list[dict]:
-    """A ShareGPT `function_call` turn's value (LLaMA-Factory's: a JSON object {"name", "arguments"}, or a list of
-    them for parallel calls) -> OpenAI `tool_calls`."""
-    import json
-
-    expected = 'a JSON string of {"name": ..., "arguments": {...}} (or of a list of them)'
-    try:
-        parsed = json.loads(value) if isinstance(value, str) else value
-    except ValueError as e:
-        raise BadRow(f"{at} (a function_call) is not valid JSON ({e})", expected) from None
-    parsed = parsed if isinstance(parsed, list) else [parsed]
-    if not parsed or not all(isinstance(c, dict) and isinstance(c.get("name"), str) for c in parsed):
-        raise BadRow(f"{at} (a function_call) is not a call with a `name`", expected)
-    return [{"type": "function", "function": {"name": c["name"], "arguments": c.get("arguments", {})}}
-            for c in parsed]
+        if m.get("role") not in SHAREGPT_ROLES:
+            raise BadRow(f"`{name}` message {i} is from {m.get('role')!r}",
+                         f"`from` one of {', '.join(SHAREGPT_ROLES)}")
+    return sharegpt_tool_turns(out, name, SHAREGPT_ROLES)
 
 
 def _with_system(row: dict, messages: list[dict]) -> list[dict]:

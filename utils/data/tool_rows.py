@@ -169,3 +169,44 @@ def as_dataset(dataset):
         return {c: [render_form(v) if v is not None else None for v in batch[c]] for c in columns}
 
     return dataset.map(decode, batched=True, features=features, desc="Storing tool-use conversations")
+
+
+# ------------------------------------------------------------------------------ what formats.py reads
+def tools_json(specs) -> str:
+    """--tools as the JSON string rows store: the functions' schemas (or those of .json files), checked."""
+    from utils.core.errors import UserError
+    from utils.core.user_code import tool_schemas
+
+    try:
+        return json.dumps(schemas(tool_schemas(specs), "--tools"), ensure_ascii=False)
+    except BadRow as e:
+        raise UserError(f"{e.what}; expected {e.expected}.") from None
+
+
+def sharegpt_tool_turns(messages: list[dict], name: str, roles: dict) -> list[dict]:
+    """ShareGPT messages (roles as written) -> our roles (`roles`); `function_call` turns become assistant turns with
+    `tool_calls`, and the `observation` turns after a single call are named after it."""
+    calls = []  # the names of the last function_call turn's calls
+    for i, m in enumerate(messages, 1):
+        role, m["role"] = m["role"], roles[m["role"]]
+        if role == "function_call":
+            m["tool_calls"], m["content"] = function_calls(m.get("content"), f"`{name}` message {i}"), ""
+            calls = [c["function"]["name"] for c in m["tool_calls"]]
+        elif role in ("observation", "tool") and len(calls) == 1:
+            m.setdefault("name", calls[0])
+    return messages
+
+
+def function_calls(value, at: str) -> list[dict]:
+    """A ShareGPT `function_call` turn's value (LLaMA-Factory's: a JSON object {"name", "arguments"}, or a list of
+    them for parallel calls) -> OpenAI `tool_calls`."""
+    expected = 'a JSON string of {"name": ..., "arguments": {...}} (or of a list of them)'
+    try:
+        parsed = json.loads(value) if isinstance(value, str) else value
+    except ValueError as e:
+        raise BadRow(f"{at} (a function_call) is not valid JSON ({e})", expected) from None
+    parsed = parsed if isinstance(parsed, list) else [parsed]
+    if not parsed or not all(isinstance(c, dict) and isinstance(c.get("name"), str) for c in parsed):
+        raise BadRow(f"{at} (a function_call) is not a call with a `name`", expected)
+    return [{"type": "function", "function": {"name": c["name"], "arguments": c.get("arguments", {})}}
+            for c in parsed]

@@ -29,6 +29,7 @@ import sys
 from dataclasses import dataclass
 
 from utils.sampling import generation
+from utils.sampling.tool_loop import check_tools
 from utils.core.errors import CommandParser, UserError, run_command
 
 
@@ -123,30 +124,8 @@ def check(a: argparse.Namespace, model_tokenizer=None, baseline_tokenizer=None, 
     same_vocab = model_tokenizer.get_vocab() == baseline_tokenizer.get_vocab()
     return Plan(a, Side(a.model_name_or_path, a.base_model_name_or_path, model_tokenizer),
                 Side(baseline, None, baseline_tokenizer), data, preference, rewards, same_vocab,
-                _check_tools(a, preference, data, model_tokenizer, baseline_tokenizer))
+                check_tools(a, preference, data, model_tokenizer, baseline_tokenizer))
 
-
-def _check_tools(a, preference: bool, data, *tokenizers) -> list | None:
-    """--tools imported and checked; both templates able to render a tool exchange; conversational prompts."""
-    if not a.tools:
-        return None
-    from trl.chat_template_utils import supports_tool_calling
-
-    from utils.core.user_code import tool_functions
-
-    if preference:
-        raise UserError(f"--tools with preference rows ({a.eval_data_path}): tools are called while sampling "
-                        "prompts; expected prompt rows (`prompt` as a conversation).")
-    if not isinstance(data[0]["prompt"], list):
-        raise UserError(f"--tools with plain-string prompts ({a.eval_data_path}): the tool schemas and results go "
-                        "through the chat template; expected conversational prompts (lists of role/content messages).")
-    functions = tool_functions(a.tools)
-    for side, tok in zip(("--model_name_or_path", "--baseline_model_name_or_path"), tokenizers):
-        if not supports_tool_calling(tok):
-            raise UserError(f"--tools: the chat template of {side} ({getattr(tok, 'name_or_path', '')}) cannot render "
-                            "a tool-calling exchange (user -> assistant with tool_calls -> tool result); expected a "
-                            "template that renders tools (Qwen2.5/Qwen3, Llama-3.1/3.2, ...).")
-    return functions
 
 
 def _load(path: str, tokenizer, what: str):

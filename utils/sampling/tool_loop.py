@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from utils.core.errors import UserError
 from utils.sampling import generation
 
 
@@ -22,6 +23,30 @@ class Episode:
     finished: bool = True  # the last turn ended with EOS
     calls: int = 0
     failures: int = 0  # calls that raised, timed out or named no tool
+
+
+def check_tools(a, preference: bool, data, *tokenizers) -> list | None:
+    """utils.evaluate's check phase: --tools imported and checked (None: not given), conversational prompts, both
+    sides' templates able to render a tool exchange (`tokenizers`)."""
+    if not a.tools:
+        return None
+    from trl.chat_template_utils import supports_tool_calling
+
+    from utils.core.user_code import tool_functions
+
+    if preference:
+        raise UserError(f"--tools with preference rows ({a.eval_data_path}): tools are called while sampling "
+                        "prompts; expected prompt rows (`prompt` as a conversation).")
+    if not isinstance(data[0]["prompt"], list):
+        raise UserError(f"--tools with plain-string prompts ({a.eval_data_path}): the tool schemas and results go "
+                        "through the chat template; expected conversational prompts (lists of role/content messages).")
+    functions = tool_functions(a.tools)
+    for side, tok in zip(("--model_name_or_path", "--baseline_model_name_or_path"), tokenizers):
+        if not supports_tool_calling(tok):
+            raise UserError(f"--tools: the chat template of {side} ({getattr(tok, 'name_or_path', '')}) cannot render "
+                            "a tool-calling exchange (user -> assistant with tool_calls -> tool result); expected a "
+                            "template that renders tools (Qwen2.5/Qwen3, Llama-3.1/3.2, ...).")
+    return functions
 
 
 def _call(tool_call: dict, tools: dict) -> tuple[object, bool]:

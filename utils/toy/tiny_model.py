@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import random
 
-from utils.core.errors import CommandParser, UserError, run_command
+from utils.core.errors import CommandParser, run_command
 
 CHAT_TEMPLATE = (
     "{%- for message in messages %}"
@@ -162,8 +162,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def build(argv: list[str]) -> None:
     p = CommandParser("python -m utils.tiny_model", __doc__)
-    p.add_argument("dir", nargs="?", metavar="DIR", help="the same as --output_dir DIR")
-    p.add_argument("--output_dir", help="where the model and its tokenizer are saved")
+    p.add_output_dir("where the model and its tokenizer are saved")
     p.add_argument("--hidden_size", type=int, default=64)
     p.add_argument("--num_layers", type=int, default=2)
     p.add_argument("--vocab_size", type=int, default=512)
@@ -171,12 +170,7 @@ def build(argv: list[str]) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no_pad_token", action="store_true", help="save without a pad token (to exercise pad repair)")
     p.add_argument("--no_chat_template", action="store_true")
-    a = p.parse_args(argv)
-    if a.dir is not None and a.output_dir not in (None, a.dir):
-        raise UserError(f"Two output directories: {a.dir!r} and --output_dir {a.output_dir!r}. Give one.")
-    a.output_dir = a.output_dir or a.dir
-    if a.output_dir is None:
-        raise UserError("Where should the model go? Give --output_dir DIR (or DIR alone).")
+    a = p.parse_with_output_dir(argv, "the model")
     out = make_tiny(a.output_dir, a.hidden_size, a.num_layers, a.vocab_size, a.arch, a.seed,
                     pad_token=not a.no_pad_token, chat_template=not a.no_chat_template)
     from transformers import AutoModelForCausalLM

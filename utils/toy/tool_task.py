@@ -110,17 +110,11 @@ def build(argv: list[str]) -> None:
 
     p = CommandParser("python -m utils.tool_task", __doc__ + "\n    python -m utils.tool_task DIR    # DIR/model, "
                       "DIR/data/{sft,prompts,heldout}.jsonl\n")
-    p.add_argument("dir", nargs="?", metavar="DIR", help="the same as --output_dir DIR")
-    p.add_argument("--output_dir", help="where the model (DIR/model) and the data (DIR/data) go")
+    p.add_output_dir("where the model (DIR/model) and the data (DIR/data) go")
     p.add_argument("--call_share", type=float, default=0.7, help="share of the SFT transcripts that call the tool")
     p.add_argument("--hidden_size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
-    a = p.parse_args(argv)
-    if a.dir is not None and a.output_dir not in (None, a.dir):
-        raise UserError(f"Two output directories: {a.dir!r} and --output_dir {a.output_dir!r}. Give one.")
-    a.output_dir = a.output_dir or a.dir
-    if a.output_dir is None:
-        raise UserError("Where should the task go? Give --output_dir DIR (or DIR alone).")
+    a = p.parse_with_output_dir(argv, "the task")
     if not 0 <= a.call_share <= 1:
         raise UserError(f"--call_share {a.call_share} is out of range; expected a share in [0, 1].")
     files = write(os.path.join(a.output_dir, "data"), call_share=a.call_share)
