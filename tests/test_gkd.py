@@ -163,8 +163,6 @@ CASES = [(0.0, False, "full", "teacher4bit"), (0.0, True, "lora", "teacher"), (1
          (0.5, True, "lora", None)]
 
 
-@pytest.mark.parametrize("lmbda,seq_kd,mode,padded", CASES,
-                         ids=[f"lmbda{a}-seqkd{b}-{c}-{d or 'same'}" for a, b, c, d in CASES])
 def assert_trained_and_reloads(out, start, mode: str) -> None:
     """Two finite positive losses logged; the weights (full) or LoRA B matrices moved from `start`; the saved model
     reloads and gives finite logits. Shared with tests/test_distillation.py."""
@@ -186,6 +184,8 @@ def assert_trained_and_reloads(out, start, mode: str) -> None:
         assert torch.isfinite(model(input_ids=torch.tensor([[1, 5, 9, 2]])).logits).all()
 
 
+@pytest.mark.parametrize("lmbda,seq_kd,mode,padded", CASES,
+                         ids=[f"lmbda{a}-seqkd{b}-{c}-{d or 'same'}" for a, b, c, d in CASES])
 def test_gkd_trains_and_reloads(lmbda, seq_kd, mode, padded, tiny_dir, teacher_dir, gkd_data, tmp_path):
     student, teacher = tiny_dir, teacher_dir
     if padded == "teacher":
