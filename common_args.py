@@ -89,6 +89,11 @@ class CommonArgs:
                                         "error result and is counted (tools/timeouts)."}
     )
     dtype: str = field(default="auto", metadata={"help": DTYPE_HELP, "choices": DTYPES})
+    pure_bf16: bool = field(
+        default=False, metadata={"help": "Full fine-tuning with the trained weights in bfloat16 (half their memory, no "
+                                         "float32 master copy); updates below bfloat16's resolution round away, and "
+                                         "the run warns with the share it lost. Default: float32 master weights."}
+    )
     # Evaluation after training (utils/evaluation/run.py)
     evaluate_after: bool = field(
         default=False, metadata={"help": "After training, compare the final model with --model_name_or_path on "

@@ -157,12 +157,14 @@ def build_trainer(method, common, config, tokenizer, train, evals, callbacks, ne
     from utils.core.distributed import shared_datasets
     from utils.core.errors import reword
     from utils.model.adapters import lora_config
-    from utils.model.dtype import resolve_dtype
+    from utils.model.dtype import describe, resolve_dtype, trained_dtype
     from utils.model.loading import has_experts, load_model
 
     needs = needs or check_needs(method, common, config, tokenizer, train)
-    dtype = resolve_dtype(common.dtype, config.bf16, config.fp16)
-    model = load_model(common.model_name_or_path, tokenizer, head=method.head, dtype=dtype,
+    dtype = resolve_dtype(common.dtype, config.bf16, config.fp16)  # frozen weights: reference, teacher, reward, base
+    weights = trained_dtype(common.dtype, config.bf16, config.fp16, common.train_mode == "full", common.pure_bf16)
+    log.info(describe(config, weights, dtype, common.train_mode))
+    model = load_model(common.model_name_or_path, tokenizer, head=method.head, dtype=weights,
                        load_in_4bit=common.train_mode == "qlora", trust_remote_code=config.trust_remote_code)
     train, evals = shared_datasets(config, train, evals)  # precompute_ref_log_probs with several processes
     if config.ddp_find_unused_parameters is None and not has_experts(model):
@@ -194,8 +196,12 @@ def build_trainer(method, common, config, tokenizer, train, evals, callbacks, ne
             raise
         raise user from e
     from utils.trainers.trainable import check_trainable
+    from utils.runtime.precision import PureBf16Watch, keep_master_weights
 
     check_trainable(trainer, method.name, config)  # rows left, and at least one whole batch of them
+    keep_master_weights(trainer, common.pure_bf16)  # what TRL or a head put in a half dtype, back to float32
+    if common.pure_bf16:
+        trainer.add_callback(PureBf16Watch(trainer.model, config.learning_rate))
     return trainer
 
 

@@ -236,6 +236,9 @@ def check_run(method, common, config, train_modes) -> None:
         raise UserError(f"--report_to {' '.join(missing)}: {', '.join(missing)} is not installed; install it (pip "
                         "install tensorboard, wandb, ...) or pass --report_to none.")
     check_tools(method, common, config)
+    from utils.model.dtype import check_precision
+
+    check_precision(common, config)
     if config.fp16 and not method.fp16_ok:
         raise UserError(f"--fp16 is refused for {method.name}: the CPO/SimPO/ORPO family's log-sigmoid losses "
                         "overflow in half precision and turn NaN. Use --bf16 true (GPUs since Ampere) or fp32 "

@@ -61,6 +61,8 @@ def build_ppo_models(plan: CriticPlan, common, config, tokenizer, dtype, policy,
     from utils.model.loading import load_model, load_tokenizer
 
     trust, full = config.trust_remote_code, common.train_mode == "full"
+    if full:  # the critic trains (float32 master weights, as the policy's); the reference computes as the policy does
+        dtype = policy.dtype
     ref = load_model(common.model_name_or_path, tokenizer, dtype=dtype, trust_remote_code=trust) if full else None
     if plan.path is None:
         source = load_model(common.model_name_or_path, tokenizer, dtype=dtype, trust_remote_code=trust) if full \
