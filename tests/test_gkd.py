@@ -117,7 +117,7 @@ def _trainer(student, teacher, data, out, *flags):
     method, common, config = main_train.parse_args(
         ["--rlhf_type", "GKD", "--train_mode", "full", "--model_name_or_path", str(student),
          "--teacher_model_name_or_path", str(teacher), "--train_data_path", str(data), "--output_dir", str(out),
-         *FAST, *flags])
+         *FAST, "--bf16", "false", *flags])  # fp32: the loss of a teacher equal to the student is exactly 0
     tokenizer = load_tokenizer(str(student))
     train = load_dataset_checked(str(data), "sft", tokenizer, what="train_data_path")
     return main_train.build_trainer(method, common, config, tokenizer, train, None, [StopOnNonFinite()]), tokenizer

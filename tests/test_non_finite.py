@@ -110,7 +110,7 @@ def test_float16_overflow_is_told_apart(tiny_dir, tmp_path, capsys):
     data = write_jsonl(tmp_path / "train.jsonl", _rows())
     model = _poison(tiny_dir, tmp_path / "model", head_scale=5e5)
     out = tmp_path / "out"
-    rc = run_main(*BASE, "--train_mode", "lora", "--dtype", "float16", "--model_name_or_path", model,
+    rc = run_main(*BASE, "--train_mode", "lora", "--dtype", "float16", "--bf16", "false", "--model_name_or_path", model,
                   "--train_data_path", data, "--output_dir", out, "--max_steps", "3", "--save_strategy", "no")
     err = capsys.readouterr().err
     assert rc == 3 and "Traceback" not in err, err

@@ -89,6 +89,14 @@ def check_precision(common, config) -> None:
             raise UserError(f"--pure_bf16 keeps the trained weights in bfloat16; --dtype {common.dtype} asks for "
                             "another dtype. Leave --dtype out (or give bfloat16).")
         return
+    if full and (config.bf16 or config.fp16) and getattr(config, "use_transformers_continuous_batching", False):
+        # TRL 1.16 (GRPO / RLOO `_generate_single_turn`) casts the policy to the half dtype for continuous batching and
+        # never back: the float32 master weights would be gone after the first rollout. No upstream report found
+        # (searched "continuous batching unwrapped_model.to(torch.bfloat16) master weights", 2026-12-06).
+        raise UserError("--use_transformers_continuous_batching true with --train_mode full and bf16 / fp16: TRL 1.16 "
+                        "casts the trained weights to the half dtype for it and leaves them there, so every later "
+                        "update below half a bfloat16 step would round away. Leave it off (the default), or train "
+                        "with --train_mode lora.")
     if full and common.dtype in HALF:
         raise UserError(
             f"--dtype {common.dtype} with --train_mode full would keep the trained weights in {common.dtype}, where "

@@ -74,5 +74,5 @@ class RolloutSampling:
                 position_ids = (mask.cumsum(1) - 1).clamp(min=0)
                 logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids,
                                logits_to_keep=length + 1, use_cache=False).logits
-            logprobs.append(selective_log_softmax(logits[:, :-1] / self.args.temperature, ids[:, -length:]))
+            logprobs.append(selective_log_softmax(logits[:, :-1].float() / self.args.temperature, ids[:, -length:]))
         return torch.cat(logprobs), (torch.cat(values) if values else None)

@@ -122,8 +122,11 @@ class PPOTrainer(RolloutSampling, Trainer):
     @torch.no_grad()
     def _rollout(self, rows):
         a = self.args
+        # The rollout (sampling, log-probs, values, the reference) computes in the training's precision (bf16 / fp16
+        # autocast), as the policy's own forward in compute_loss does: the ratios start at 1 and the KL at 0.
         with unwrap_model_for_generation(self.model_wrapped, self.accelerator,
-                                         gradient_checkpointing_kwargs=a.activation_checkpointing_kwargs) as unwrapped:
+                                         gradient_checkpointing_kwargs=a.activation_checkpointing_kwargs) as unwrapped, \
+                self.accelerator.autocast():
             unwrapped.eval()
             s = self._sample_and_score(rows, unwrapped.policy)
             query_responses = torch.cat([s["prompt_ids"], s["responses"]], 1)
@@ -179,7 +182,7 @@ class PPOTrainer(RolloutSampling, Trainer):
         a, m = self.args, self._metrics
         length, mask = inputs["responses"].shape[1], inputs["response_mask"]
         logits, values = model(inputs["query_responses"], inputs["attention_mask"], logits_to_keep=length + 1)
-        logits = logits[:, :-1] / a.temperature
+        logits = logits[:, :-1].float() / a.temperature  # fp32 log-softmax whatever the compute dtype
         logprobs = selective_log_softmax(logits, inputs["responses"])
         values = values[:, -length - 1:-1]
         pg_loss, pg_clipfrac, approxkl, ratio = clipped_policy_loss(logprobs, inputs["logprobs"],

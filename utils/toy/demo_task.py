@@ -162,5 +162,6 @@ def win_rate(model_dir: str, start_dir: str, prompts_file: str, out_dir: str, se
     argv = [str(a) for a in ["--model_name_or_path", model_dir, "--baseline_model_name_or_path", start_dir,
                              "--eval_data_path", prompts_file, "--reward_funcs", "utils.demo:sort_reward",
                              "--num_samples", SAMPLES_PER_PROMPT, "--max_new_tokens", MAX_NEW_TOKENS,
-                             "--batch_size", 100, "--seed", seed, "--output_dir", out_dir]]
+                             "--batch_size", 100, "--seed", seed, "--output_dir", out_dir,
+                             "--dtype", "float32"]]  # as the stages train (utils/demo.py, common_argv)
     return evaluate.evaluate(argv)["results"]["win_rate"], "python -m utils.evaluate " + shlex.join(argv)
