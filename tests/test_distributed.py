@@ -243,7 +243,9 @@ def test_saved_whole(engine, name, launches):
         assert got[k].shape == ref[k].shape and got[k].numel() > 0, k
         # Adam moves a weight whose gradient is ~0 by up to lr per step in either direction, so float noise
         # there shows as up to 1e-3 after 3 steps at lr 1e-3; a lost, empty or re-initialised tensor is far off.
-        torch.testing.assert_close(got[k], ref[k], rtol=0, atol=2e-3, msg=k)
+        # ZeRO-3 in fp32 saves a QLoRA adapter in the bf16 TRL 1.16 casts it to (its tensors are partitioned before we
+        # can move them to float32; in bf16 DeepSpeed keeps float32 masters of them): compared as float32.
+        torch.testing.assert_close(got[k].float(), ref[k].float(), rtol=0, atol=2e-3, msg=k)
     from transformers import AutoModelForSequenceClassification
 
     if name == "reward_full":

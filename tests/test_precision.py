@@ -64,14 +64,15 @@ def fp32_full(tiny_dir, data_dir, tmp_path_factory):
     return out, dpo(tiny_dir, data_dir, out, "--bf16", "false")
 
 
-def assert_like_fp32(history, reference, what):
+def assert_like_fp32(history, reference, what, loose=1.0):
     """The bf16 run's losses and log-probs follow the fp32 run's (the stated tolerances: bf16 rounds each matmul
-    input to 8 significant bits, which moves a 20-token log-prob by a few hundredths)."""
+    input to 8 significant bits, which moves a 20-token log-prob by a few hundredths). `loose` widens them for
+    DeepSpeed, whose bf16 runs the whole forward in bfloat16 (residual stream and norms too), not under autocast."""
     assert len(history) == len(reference) == 4
     for step, (b, f) in enumerate(zip(history, reference), 1):
-        assert b["loss"] == pytest.approx(f["loss"], abs=2e-3), f"{what} step {step} loss"
+        assert b["loss"] == pytest.approx(f["loss"], abs=2e-3 * loose), f"{what} step {step} loss"
         for key in ("logps/chosen", "logps/rejected"):
-            assert b[key] == pytest.approx(f[key], rel=5e-3), f"{what} step {step} {key}"
+            assert b[key] == pytest.approx(f[key], rel=5e-3 * loose), f"{what} step {step} {key}"
 
 
 @needs_bf16
@@ -176,4 +177,5 @@ def test_two_processes_keep_updates(engine, tiny_dir, data_dir, tmp_path, fp32_f
     assert {v.dtype for v in after.values()} == {torch.float32}
     share = changed_share(_weights(tiny_dir), {k: v for k, v in after.items() if k in _weights(tiny_dir)})
     assert share >= 0.95, share
-    assert_like_fp32([h for h in log_history(out) if "loss" in h], fp32_full[1], engine)
+    assert_like_fp32([h for h in log_history(out) if "loss" in h], fp32_full[1], engine,
+                     loose=3.0 if engine == "zero3" else 1.0)

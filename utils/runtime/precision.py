@@ -4,8 +4,10 @@ which dtype each model loads in):
 - `keep_master_weights`: every tensor the optimizer will update is float32, whatever put it in a half dtype. TRL
   1.16 casts a QLoRA adapter to bfloat16 (its trainers' `_is_quantized_model` branch, "following the QLoRA paper"),
   a value or score head is made in its backbone's dtype, and a checkpoint saved in bfloat16 loads as such with
-  `--dtype checkpoint`: AdamW's small updates would round away on each of them. DeepSpeed keeps float32 master
-  weights of its own, so it is left alone there.
+  `--dtype checkpoint`: AdamW's small updates would round away on each of them. DeepSpeed in bf16 / fp16 keeps
+  float32 master weights of its own and wants one dtype in its module (an fp32 adapter beside a bf16 base fails in
+  ZeRO-3's gathers: deepspeedai/DeepSpeed#8072), so it is left alone there; DeepSpeed in fp32 trains what it gets,
+  so its tensors are moved like the others (never one ZeRO-3 has already partitioned).
 - `PureBf16Watch`: with --pure_bf16 the trained weights stay in bfloat16 on purpose; after the first optimizer step
   it says, once and with numbers, how much of that step was lost to rounding.
 """
@@ -26,11 +28,12 @@ def trained_parameters(model):
 def keep_master_weights(trainer, pure_bf16: bool) -> None:
     import torch
 
-    if pure_bf16 or getattr(trainer, "is_deepspeed_enabled", False):
+    args = trainer.args
+    if pure_bf16 or (getattr(trainer, "is_deepspeed_enabled", False) and (args.bf16 or args.fp16)):
         return
     moved = 0
     for p in trained_parameters(trainer.model):
-        if p.dtype in (torch.bfloat16, torch.float16):
+        if p.dtype in (torch.bfloat16, torch.float16) and not hasattr(p, "ds_id"):
             p.data = p.data.float()
             moved += p.numel()
     if moved:
