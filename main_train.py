@@ -159,6 +159,8 @@ def build_trainer(method, common, config, tokenizer, train, evals, callbacks, ne
     from utils.model.adapters import lora_config
     from utils.model.dtype import describe, resolve_dtype, trained_dtype
     from utils.model.loading import has_experts, load_model
+    from utils.runtime.precision import keep_master_weights
+    from utils.trainers.trainable import check_trainable
 
     needs = needs or check_needs(method, common, config, tokenizer, train)
     dtype = resolve_dtype(common.dtype, config.bf16, config.fp16)  # frozen weights: reference, teacher, reward, base
@@ -195,24 +197,17 @@ def build_trainer(method, common, config, tokenizer, train, evals, callbacks, ne
         if user is None:  # a TypeError that names no option: a bug of ours, with its traceback
             raise
         raise user from e
-    from utils.trainers.trainable import check_trainable
-    from utils.runtime.precision import PureBf16Watch, keep_master_weights
-
     check_trainable(trainer, method.name, config)  # rows left, and at least one whole batch of them
-    keep_master_weights(trainer, common.pure_bf16)  # what TRL or a head put in a half dtype, back to float32
-    if common.pure_bf16:
-        trainer.add_callback(PureBf16Watch(trainer.model, config.learning_rate))
+    keep_master_weights(trainer, common.pure_bf16)  # float32 master weights (--pure_bf16: a watch on what is lost)
     return trainer
 
 
 def main(argv: list[str] | None = None) -> int:
     import signal
-
+    import threading
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     # Until training starts, SIGTERM ends the run through the exit handlers (the scratch copy of the data removed).
-    import threading
-
     main_thread = threading.current_thread() is threading.main_thread()
     terminate = signal.signal(signal.SIGTERM, _terminated) if main_thread else None
     try:

@@ -29,6 +29,8 @@ def keep_master_weights(trainer, pure_bf16: bool) -> None:
     import torch
 
     args = trainer.args
+    if pure_bf16:
+        trainer.add_callback(PureBf16Watch(trainer.model, args.learning_rate))
     if pure_bf16 or (getattr(trainer, "is_deepspeed_enabled", False) and (args.bf16 or args.fp16)):
         return
     moved = 0
