@@ -78,7 +78,7 @@ def check(common, config, columns) -> None:
 
 
 def trainer():
-    from trl import DistillationTrainer
+    from utils.trainers.online_rl import DistillationTrainer  # TRL's, sampling in the training's precision
 
     return DistillationTrainer
 

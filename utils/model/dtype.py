@@ -83,8 +83,9 @@ def check_precision(common, config) -> None:
                             "the trained adapter weights stay float32 and the frozen base is already in the compute "
                             "dtype. Leave --pure_bf16 out.")
         if config.fp16 or config.bf16 is False:
-            raise UserError("--pure_bf16 trains bfloat16 weights under bf16 compute; it cannot go with "
-                            f"{'--fp16 true' if config.fp16 else '--bf16 false'}. Drop one of the two.")
+            off = "--fp16 true" if config.fp16 else "bf16 off (--bf16 false, or a CPU without AMX / AVX512-BF16)"
+            raise UserError(f"--pure_bf16 trains bfloat16 weights under bf16 compute; it cannot go with {off}. Drop "
+                            "one of the two.")
         if common.dtype not in ("auto", "bfloat16"):
             raise UserError(f"--pure_bf16 keeps the trained weights in bfloat16; --dtype {common.dtype} asks for "
                             "another dtype. Leave --dtype out (or give bfloat16).")

@@ -44,8 +44,9 @@ def keep_master_weights(trainer, pure_bf16: bool) -> None:
 
 
 class PureBf16Watch(TrainerCallback):
-    """Compares a sample of the bfloat16 trained weights before and after the first optimizer step and warns with the
-    share that did not move (an element whose gradient is exactly 0 is not counted: it had no update to lose)."""
+    """Compares a sample of the bfloat16 trained weights before and after the first optimizer step that has a gradient
+    (an online method's first batches may have none: equal rewards) and warns with the share that did not move; an
+    element whose gradient is exactly 0 is not counted: it had no update to lose."""
 
     SAMPLE = 1 << 20  # elements looked at, spread over every trained tensor
 
@@ -64,7 +65,6 @@ class PureBf16Watch(TrainerCallback):
     def on_optimizer_step(self, args, state, control, **kwargs):
         if self.done or self.before is None:
             return
-        self.done = True
         import torch
 
         moved = updated = 0
@@ -73,7 +73,7 @@ class PureBf16Watch(TrainerCallback):
             live = grad != 0 if grad is not None else torch.ones_like(old, dtype=torch.bool)
             updated += int(live.sum())
             moved += int(((p.detach().reshape(-1)[:len(old)] != old) & live).sum())
-        self.before = None
+        self.before, self.done = None, updated > 0
         if updated and moved < 0.95 * updated and state.is_world_process_zero:
             log.warning("--pure_bf16: the first optimizer step left %.1f %% of the trained weights with a gradient "
                         "unchanged (%d of %d looked at, learning rate %g): their updates were smaller than half a "

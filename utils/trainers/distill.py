@@ -1,7 +1,7 @@
 """GKD's glue: the data TRL's GKD collator expects and a thin GKDTrainer subclass that fixes what TRL 1.16's
 `trl.experimental.gkd.GKDTrainer` gets wrong for us. The teacher both distillation methods share is checked and
 loaded in utils/trainers/teacher.py (which imports no experimental TRL: Distillation runs on TRL's stable
-DistillationTrainer as it is).
+DistillationTrainer, sampling in the training's precision: utils/trainers/online_rl.py).
 
 What the subclass changes, and nothing else (generation, the lmbda / seq_kd schedule and the JSD
 formula are TRL's):
@@ -152,7 +152,8 @@ class GKDTrainer(TRLGKDTrainer):
 
     def generate_on_policy_outputs(self, model, inputs, generation_config):
         self._regenerated = True  # TRL calls this for both the student's (lmbda) and the teacher's (seq_kd) samples
-        return TRLGKDTrainer.generate_on_policy_outputs(model, inputs, generation_config)
+        with self.accelerator.autocast():  # a PEFT student's own forward is outside accelerate's autocast wrapper
+            return TRLGKDTrainer.generate_on_policy_outputs(model, inputs, generation_config)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         student = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])

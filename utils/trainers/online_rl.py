@@ -1,4 +1,4 @@
-"""What RLOO, GRPO and PPO share: completions written to `output_dir/completions.jsonl`, and reward models placed
+"""What RLOO, GRPO and PPO share (and Distillation, for sampling in the training's precision): completions written to `output_dir/completions.jsonl`, and reward models placed
 on the trainer's device (or in a DeepSpeed inference engine). The reward sources themselves come from
 utils/model/rewards.py (`check_reward_sources`, then `RewardSources.build`), for every method alike: a reward model is
 called as our `RewardModelScorer`, which scores the decoded text re-encoded with the reward model's own tokenizer
@@ -75,9 +75,25 @@ class CompletionsToFile:
             buffer.clear()
 
 
-class RLOOTrainer(CompletionsToFile, trl.RLOOTrainer):
-    """TRL's RLOOTrainer, plus completions.jsonl."""
+class SampleInTrainingPrecision:
+    """Mixin over TRL trainers that sample in `_generate_single_turn` (RLOO, GRPO, Distillation): the sampling runs
+    under the training's autocast. TRL 1.16 calls `generate` on the unwrapped model, whose own forward is outside
+    accelerate's autocast wrapper when the policy is a PEFT model: its float32 adapters then sampled in float32
+    (tests/test_precision.py, test_sampling_runs_in_bf16). No upstream report found (searched "GRPO generate
+    autocast peft adapter float32 bf16", 2026-12-06); drop when TRL samples under `accelerator.autocast()`."""
+
+    def _generate_single_turn(self, *args, **kwargs):
+        with self.accelerator.autocast():
+            return super()._generate_single_turn(*args, **kwargs)
 
 
-class GRPOTrainer(CompletionsToFile, trl.GRPOTrainer):
-    """TRL's GRPOTrainer, plus completions.jsonl."""
+class RLOOTrainer(CompletionsToFile, SampleInTrainingPrecision, trl.RLOOTrainer):
+    """TRL's RLOOTrainer, plus completions.jsonl, sampling in the training's precision."""
+
+
+class GRPOTrainer(CompletionsToFile, SampleInTrainingPrecision, trl.GRPOTrainer):
+    """TRL's GRPOTrainer, plus completions.jsonl, sampling in the training's precision."""
+
+
+class DistillationTrainer(SampleInTrainingPrecision, trl.DistillationTrainer):
+    """TRL's DistillationTrainer, the student sampling in the training's precision."""
