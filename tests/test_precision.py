@@ -76,9 +76,11 @@ def assert_like_fp32(history, reference, what, loose=1.0):
 
 
 @needs_bf16
-def test_full_bf16_keeps_every_update(tiny_dir, data_dir, tmp_path, fp32_full):
-    """The default on this CPU is bf16; the trained weights stay float32 and change as in the fp32 run."""
-    history = dpo(tiny_dir, data_dir, tmp_path / "bf16")  # no precision flag: the default
+@pytest.mark.parametrize("flags", [[], ["--fp16", "true"]], ids=["bf16-default", "fp16"])
+def test_full_half_keeps_every_update(flags, tiny_dir, data_dir, tmp_path, fp32_full):
+    """The default on this CPU is bf16 (and fp16 trains with loss scaling): the trained weights stay float32 and
+    change as in the fp32 run."""
+    history = dpo(tiny_dir, data_dir, tmp_path / "bf16", *flags)  # no flag: the default
     before, after = _weights(tiny_dir), _weights(tmp_path / "bf16")
     assert {v.dtype for v in after.values()} == {torch.float32}
     share, share32 = changed_share(before, after), changed_share(before, _weights(fp32_full[0]))

@@ -7,7 +7,7 @@ which dtype each model loads in):
   `--dtype checkpoint`: AdamW's small updates would round away on each of them. DeepSpeed in bf16 / fp16 keeps
   float32 master weights of its own and wants one dtype in its module (an fp32 adapter beside a bf16 base fails in
   ZeRO-3's gathers: deepspeedai/DeepSpeed#8072), so it is left alone there; DeepSpeed in fp32 trains what it gets,
-  so its tensors are moved like the others (never one ZeRO-3 has already partitioned).
+  so its tensors are moved like the others (a QLoRA adapter ZeRO-3 has already partitioned: its shard too).
 - `PureBf16Watch`: with --pure_bf16 the trained weights stay in bfloat16 on purpose; after the first optimizer step
   it says, once and with numbers, how much of that step was lost to rounding.
 """
@@ -35,9 +35,11 @@ def keep_master_weights(trainer, pure_bf16: bool) -> None:
         return
     moved = 0
     for p in trained_parameters(trainer.model):
-        if p.dtype in (torch.bfloat16, torch.float16) and not hasattr(p, "ds_id"):
+        if p.dtype in (torch.bfloat16, torch.float16):
+            if hasattr(p, "ds_tensor"):  # already partitioned by ZeRO-3: its shard, and the empty full-size stand-in
+                p.ds_tensor.data = p.ds_tensor.data.float()
             p.data = p.data.float()
-            moved += p.numel()
+            moved += p.ds_numel if hasattr(p, "ds_numel") else p.numel()
     if moved:
         log.info("precision: %d trained weights moved to float32 (master weights; the matmuls keep the compute dtype)",
                  moved)
