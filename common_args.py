@@ -95,6 +95,11 @@ class CommonArgs:
                                          "the run warns with the share it lost. Default: float32 master weights."}
     )
     # Evaluation after training (utils/evaluation/run.py)
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Start a new run in an output_dir that holds another run's checkpoints or final "
+                                         "model: those are deleted when training starts. Without it such a run is "
+                                         "refused (resume it with --resume_from_checkpoint latest / auto instead)."}
+    )
     evaluate_after: bool = field(
         default=False, metadata={"help": "After training, compare the final model with --model_name_or_path on "
                                          "--eval_prompts_path (win rate, reward, KL, length; docs/evaluation.md) and "

@@ -27,11 +27,11 @@ warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprec
 
 from utils.cli import args as cli  # noqa: E402
 from utils.core.errors import UserError, rename  # noqa: E402
-from utils.runtime.outputs import resume_command, save_outputs, undo_output_dir  # noqa: E402
+from utils.runtime.resume import Finished  # noqa: E402
+from utils.runtime.outputs import EXIT_SAVE_FAILED, EXIT_USER_ERROR, finish, undo_output_dir  # noqa: E402
 from utils.cli.options import answer_front, make_parser, option_strings, write_options_cache  # noqa: E402
 
 log = logging.getLogger("main_train")
-EXIT_USER_ERROR, EXIT_NON_FINITE = 2, 3
 RENAMED = {"model_dtype": "dtype"}  # old flag -> new; the old name works for one more release
 
 
@@ -216,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
         print("Interrupted before training started; nothing was written.", file=sys.stderr)
         return 128 + getattr(e, "signum", signal.SIGINT)
     finally:
+        from utils.runtime.run_dir import release
+
+        release()  # output_dir's lock (utils/runtime/run_dir.py), on every exit path
         if main_thread:
             signal.signal(signal.SIGTERM, terminate)
 
@@ -232,6 +235,9 @@ def _main(argv: list[str]) -> int:
         method, common, config, tokenizer, train, evals, needs = check_phase(argv)
         out = config.output_dir
         before = set(os.listdir(out)) if os.path.isdir(out) else None
+        from utils.runtime.run_dir import claim, start
+
+        record = claim(method, common, config)  # output_dir held; the checkpoint to resume picked and compared
         from utils.runtime.callbacks import StopOnSignal
         from utils.runtime.non_finite import StopOnNonFinite
 
@@ -245,14 +251,24 @@ def _main(argv: list[str]) -> int:
         undo_output_dir(out, before)
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except Finished as e:  # --resume_from_checkpoint latest / auto, and the run already reached its end
+        undo_output_dir(out, before)
+        print(e, file=sys.stderr)
+        return 0
     except KeyboardInterrupt:
         undo_output_dir(out, before)
         raise
     log.info("%s (%s) on %d rows -> %s", method.name, common.train_mode, len(train), config.output_dir)
     stop = StopOnSignal()  # from here on, Ctrl-C saves a checkpoint first
     trainer.add_callback(stop)
+    from utils.runtime.saving import SaveFailed
+
     try:
+        start(trainer, argv, record, common.overwrite_output_dir)  # whole-or-absent checkpoints; old run cleared
         trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
+    except SaveFailed as e:  # a full disk, a quota: the half-written checkpoint is gone, the others are complete
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_SAVE_FAILED
     except UserError as e:  # raised mid-run by user code we call, e.g. a reward function that fails or miscounts
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
@@ -269,26 +285,7 @@ def _main(argv: list[str]) -> int:
         return EXIT_USER_ERROR
     finally:
         stop.restore()
-    if guard.tripped:
-        print(f"error: {guard.message(lambda checkpoint: resume_command(argv, checkpoint))}", file=sys.stderr)
-        if trainer.is_world_process_zero():
-            trainer.state.save_to_json(os.path.join(config.output_dir, "trainer_state.json"))
-        return EXIT_NON_FINITE
-    if stop.signum is not None:
-        checkpoint = os.path.join(config.output_dir, f"checkpoint-{stop.step}")
-        print(f"Interrupted at step {stop.step}: checkpoint saved in {checkpoint}. Resume with:\n  "
-              f"{resume_command(argv, checkpoint)}", file=sys.stderr)
-        return 128 + stop.signum
-    if evals is not None:
-        trainer.evaluate()
-    save_outputs(trainer, tokenizer, config.output_dir)
-    log.info("saved to %s", config.output_dir)
-    if needs.evaluation is not None:  # the final model against the starting model, into output_dir/eval
-        from utils.evaluation.run import run_after_training
-
-        return run_after_training(needs.evaluation)
-    return 0
-
+    return finish(trainer, guard, stop, argv, tokenizer, evals, needs.evaluation)
 
 if __name__ == "__main__":
     from utils.core.imports import hide_unused_bitsandbytes

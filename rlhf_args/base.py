@@ -57,6 +57,9 @@ class OurDefaults:
     save_steps: float = 200
     save_total_limit: int | None = 2
     output_dir: str | None = field(default=None, metadata={"help": "Where the model, metrics and checkpoints go."})
+    resume_from_checkpoint: str | None = field(default=None, metadata={
+        "help": "A checkpoint directory; `latest`: the newest complete checkpoint in output_dir; `auto`: the same, or "
+                "a fresh start when there is none (a scheduler re-running one command). docs/reliability.md."})
     # Speed over memory: no activation recomputation (TRL turns it on everywhere). bench/RESULTS.md, 3.5M params,
     # batch 4, 150-190 tokens: DPO 1.39x tokens/s for +17 % peak RSS, KTO 1.19x, SimPO 1.45x, Reward 1.23x, GKD
     # 1.20x, RLOO/GRPO ~1.03x. Turn it on (--activation_checkpointing true) when activations do not fit.

@@ -147,7 +147,11 @@ def check_paths(values: dict) -> None:
     if out and os.path.isfile(os.path.expanduser(out)):
         raise UserError(f"--output_dir {out!r} is a file; expected a directory (created if it does not exist).")
     ckpt = values.get("resume_from_checkpoint")
-    if ckpt:
+    if ckpt and ckpt.lower() in ("latest", "auto"):  # resolved in output_dir (utils/runtime/resume.py)
+        if os.path.isdir(os.path.expanduser(ckpt)):
+            raise UserError(f"--resume_from_checkpoint {ckpt} could mean the newest checkpoint in --output_dir or "
+                            f"the directory ./{ckpt} here; give ./{ckpt} for the directory, or run from elsewhere.")
+    elif ckpt:
         real = os.path.expanduser(ckpt)
         if not os.path.isdir(real):
             raise UserError(f"--resume_from_checkpoint {ckpt!r} does not exist; expected a checkpoint directory "

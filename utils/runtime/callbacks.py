@@ -29,7 +29,10 @@ class StopOnSignal(TrainerCallback):
             if time.monotonic() - self._at > 1.0:
                 from utils.data.arrow_sink import remove_scratch
 
+                from utils.runtime.run_dir import release
+
                 remove_scratch()  # os._exit skips the exit handlers
+                release()
                 os._exit(128 + signum)
             return
         self.signum, self._at = signum, time.monotonic()
