@@ -28,7 +28,8 @@ warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprec
 from utils.cli import args as cli  # noqa: E402
 from utils.core.errors import UserError, rename  # noqa: E402
 from utils.runtime.resume import Finished  # noqa: E402
-from utils.runtime.outputs import EXIT_SAVE_FAILED, EXIT_USER_ERROR, finish, undo_output_dir  # noqa: E402
+from utils.runtime.saving import SaveFailed, finish  # noqa: E402
+from utils.runtime.outputs import EXIT_SAVE_FAILED, EXIT_USER_ERROR, undo_output_dir  # noqa: E402
 from utils.cli.options import answer_front, make_parser, option_strings, write_options_cache  # noqa: E402
 
 log = logging.getLogger("main_train")
@@ -261,17 +262,12 @@ def _main(argv: list[str]) -> int:
     log.info("%s (%s) on %d rows -> %s", method.name, common.train_mode, len(train), config.output_dir)
     stop = StopOnSignal()  # from here on, Ctrl-C saves a checkpoint first
     trainer.add_callback(stop)
-    from utils.runtime.saving import SaveFailed
-
     try:
         start(trainer, argv, record, common.overwrite_output_dir)  # whole-or-absent checkpoints; old run cleared
         trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
-    except SaveFailed as e:  # a full disk, a quota: the half-written checkpoint is gone, the others are complete
+    except (SaveFailed, UserError) as e:  # a full disk (the half-written checkpoint gone); user code we call that fails
         print(f"error: {e}", file=sys.stderr)
-        return EXIT_SAVE_FAILED
-    except UserError as e:  # raised mid-run by user code we call, e.g. a reward function that fails or miscounts
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        return EXIT_SAVE_FAILED if isinstance(e, SaveFailed) else EXIT_USER_ERROR
     except RuntimeError as e:  # sampling on non-finite probabilities (online methods): the NaN guard's verdict
         if not guard.sampling_failed(trainer, e):
             raise
@@ -285,7 +281,14 @@ def _main(argv: list[str]) -> int:
         return EXIT_USER_ERROR
     finally:
         stop.restore()
-    return finish(trainer, guard, stop, argv, tokenizer, evals, needs.evaluation)
+    return finish(trainer, guard, stop, argv, tokenizer, evals, needs.evaluation and (lambda: _evaluate(needs)))
+
+
+def _evaluate(needs: Needs) -> int:  # --evaluate_after: the final model against the starting model, into output_dir/eval
+    from utils.evaluation.run import run_after_training
+
+    return run_after_training(needs.evaluation)
+
 
 if __name__ == "__main__":
     from utils.core.imports import hide_unused_bitsandbytes

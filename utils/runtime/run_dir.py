@@ -24,10 +24,10 @@ import time
 import uuid
 
 from utils.core.errors import UserError
+from utils.runtime.outputs import STAGING
 
 log = logging.getLogger("main_train")
 LOCK = ".rlhf-run.lock"
-STAGING = ".saving"  # checkpoints and the final model are written here, then renamed into place (saving.py)
 HEARTBEAT_S, STALE_S = 30, 300
 # What a finished run leaves at the top of output_dir (besides checkpoint-N): a model, an adapter, its state.
 FINAL_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json", "adapter_config.json",
@@ -44,8 +44,9 @@ def identity() -> dict:
     host = host_name()
     if launched():
         pid = os.getppid()
-        run = "launch:" + ":".join(os.environ.get(k, "") for k in ("MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID"))
-        run += f":{pid}" if os.environ.get("MASTER_ADDR", "127.0.0.1") in ("127.0.0.1", "localhost") else ""
+        master = os.environ.get("MASTER_ADDR", "127.0.0.1")  # a local address names no run across hosts: add ours
+        run = ":".join(["launch", host if master in ("127.0.0.1", "localhost") else "", master,
+                        *(os.environ.get(k, "") for k in ("MASTER_PORT", "TORCHELASTIC_RUN_ID"))])
     else:
         pid, run = os.getpid(), f"{host}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     import sys
@@ -84,12 +85,16 @@ def hold(output_dir: str) -> None:
     """Take output_dir for this run (the first process writes the lock; the others check it). UserError when a live
     run holds it."""
     from utils.core.distributed import first_process
+    from utils.data.arrow_sink import _alive
 
     me, path = identity(), os.path.join(output_dir, LOCK)
     for _ in range(5):
         other = _read(path)
         if other is not None and other.get("run") == me["run"]:
-            return  # another process of this launch wrote it
+            if not (first_process() and other.get("host") == me["host"] and other.get("pid") not in (None, me["pid"])
+                    and not _alive(int(other["pid"]))):
+                return  # another process of this launch wrote it (its launcher may be another: --nnodes on one host)
+            other["run"] = None  # an earlier launch with the same address and port, now gone
         if other is not None:
             why = gone(other, me)
             if why is None:
@@ -104,7 +109,9 @@ def hold(output_dir: str) -> None:
             stop = threading.Event()
             _HELD.append((path, me["run"], stop))
             threading.Thread(target=_heartbeat, args=(path, stop), daemon=True, name="rlhf-lock-heartbeat").start()
-            atexit.register(release)
+            if len(_HELD) == 1:  # once per process is enough: release() empties the list
+                atexit.unregister(release)
+                atexit.register(release)
             return
     raise UserError(f"--output_dir {output_dir}: could not take its lock file {path} (another run keeps taking it); "
                     "give this run another --output_dir.")
@@ -236,7 +243,7 @@ def claim(method, common, config) -> dict:
         resume.check_finished(config.output_dir, config.resume_from_checkpoint, config)
     if not config.resume_from_checkpoint:
         check_fresh_start(config.output_dir, common.overwrite_output_dir)
-    warn_if_disk_small(common, config, method.head)
+    warn_if_disk_small(common, config)
     return record
 
 

@@ -2,16 +2,19 @@
 renamed into place once every process has written its part, so any `checkpoint-N` in output_dir is complete (a run
 killed while saving leaves only `.saving/`, which the next run on that output_dir removes). A save that fails (a full
 disk, a quota, an I/O error) removes what it wrote and ends the run with one paragraph: what failed, where, the free
-space left, the newest complete checkpoint and the command that resumes it (main_train: exit code 4)."""
+space left, the newest complete checkpoint and the command that resumes it (main_train: exit code 4). `finish`: how
+a run that trained ends (the NaN guard's verdict, an interrupt, the final save)."""
 
 from __future__ import annotations
 
 import errno
 import logging
+import math
 import os
 import shutil
+import sys
 
-from utils.runtime.run_dir import STAGING
+from utils.runtime.outputs import EXIT_NON_FINITE, EXIT_SAVE_FAILED, STAGING, resume_command
 
 log = logging.getLogger("main_train")
 
@@ -56,7 +59,7 @@ def _full(error: Exception, output_dir: str) -> bool:
 
 
 def failed(what: str, output_dir: str, error: Exception, argv: list[str], full: bool) -> SaveFailed:
-    from utils.runtime.outputs import checkpoints, resume_command
+    from utils.runtime.outputs import checkpoints
     from utils.runtime.resume import incomplete
 
     complete = [p for _, p in sorted(checkpoints(output_dir).items()) if incomplete(p) is None]
@@ -138,33 +141,66 @@ def save_final(trainer, tokenizer, output_dir: str, argv: list[str]) -> None:
 
 
 # ------------------------------------------------------------------------------------ the check phase
-def checkpoint_bytes(common, config, head: str) -> int | None:
-    """About how much one checkpoint of this run takes: the trained weights in float32 and AdamW's two moments (12
-    bytes a trained parameter; LoRA: r x (in + out) per adapted linear layer), estimated from config.json on the meta
-    device; None where the model's config cannot be read so."""
-    from utils.cli.option_checks import _linear, skeleton_modules
+def checkpoint_bytes(model_path: str, train_mode: str, lora_rank: int) -> int | None:
+    """About how much one checkpoint of this run takes: the trained weights in float32 and AdamW's two moments, 12 bytes
+    a trained parameter (LoRA: r x (in + out) per 2-D weight but the embeddings and output head), counted from the
+    shapes in the safetensors headers (no weights read); None where the model is not a folder of safetensors."""
+    import glob
 
-    modules = skeleton_modules(common.model_name_or_path, head, config.trust_remote_code)
-    if not modules:
+    files = glob.glob(os.path.join(os.path.expanduser(model_path), "*.safetensors"))
+    if not files:
         return None
-    if common.train_mode == "full":
-        trained = sum(p.numel() for p in modules[""].parameters())
-    else:
-        trained = sum(common.lora_rank * (m.in_features + m.out_features) for name, m in modules.items()
-                      if _linear(m) and not name.endswith(("lm_head", "score")) and hasattr(m, "in_features"))
+    from safetensors import safe_open
+
+    trained = 0
+    for path in files:
+        with safe_open(path, "pt") as f:
+            for name in f.keys():
+                shape = f.get_slice(name).get_shape()
+                if train_mode == "full":
+                    trained += math.prod(shape)
+                elif len(shape) == 2 and not any(k in name for k in ("embed", "lm_head", "wte", "wpe", "score")):
+                    trained += lora_rank * (shape[0] + shape[1])
     return 12 * trained
 
 
-def warn_if_disk_small(common, config, head: str) -> None:
+def warn_if_disk_small(common, config) -> None:
     if config.save_strategy == "no":
         return
-    need = checkpoint_bytes(common, config, head)
+    need = checkpoint_bytes(common.model_name_or_path, common.train_mode, common.lora_rank)
     where = os.path.abspath(config.output_dir)
     while not os.path.isdir(where):  # output_dir is created later: the disk of its nearest existing parent
         where = os.path.dirname(where)
     free = shutil.disk_usage(where).free
     if need is not None and free < need:
         log.warning("The disk holding %s has %s free; one checkpoint of this run takes about %s (trained weights and "
-                    "optimizer state, estimated from the model's config). Free some space, or point --output_dir at "
+                    "optimizer state, counted from the shapes in its safetensors files). Free some space, or point --output_dir at "
                     "a larger disk: a save that fails stops the run (the checkpoints before it stay complete).",
                     config.output_dir, _size(free), _size(need))
+
+
+def finish(trainer, guard, stop, argv: list[str], tokenizer, evals, after=None) -> int:
+    """After `trainer.train` returned: the NaN guard's verdict, an interrupt's resume line, or the final evaluation and
+    save, then `after()` (--evaluate_after; its exit code is the run's). Returns the exit code."""
+    output_dir = trainer.args.output_dir
+    if guard.tripped:
+        print(f"error: {guard.message(lambda checkpoint: resume_command(argv, checkpoint))}", file=sys.stderr)
+        if trainer.is_world_process_zero():
+            trainer.state.save_to_json(os.path.join(output_dir, "trainer_state.json"))
+        return EXIT_NON_FINITE
+    if stop.signum is not None:
+        checkpoint = os.path.join(output_dir, f"checkpoint-{stop.step}")
+        print(f"Interrupted at step {stop.step}: checkpoint saved in {checkpoint}. Resume with:\n  "
+              f"{resume_command(argv, checkpoint)}\nor, from a scheduler that re-runs the same command, give it "
+              "--resume_from_checkpoint auto (the newest checkpoint, or a fresh start when there is none).",
+              file=sys.stderr)
+        return 128 + stop.signum
+    if evals is not None:
+        trainer.evaluate()
+    try:
+        save_final(trainer, tokenizer, output_dir, argv)
+    except SaveFailed as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_SAVE_FAILED
+    log.info("saved to %s", output_dir)
+    return after() if after is not None else 0
