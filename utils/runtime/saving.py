@@ -69,7 +69,7 @@ def failed(what: str, output_dir: str, error: Exception, argv: list[str], full: 
             f"{resume_command(argv, complete[-1])} (or the same command with --resume_from_checkpoint auto)."
             if complete else "No complete checkpoint was saved before it; once there is room, run the command again.")
     return SaveFailed(f"Saving {what} into {output_dir} failed: {cause}. The disk holding it has {_free(output_dir)} free "
-                      "now. What this save had written was removed, so every checkpoint-N in {output_dir} is "
+                      f"now. What this save had written was removed, so every checkpoint-N in {output_dir} is "
                       f"complete. {then}")
 
 
@@ -82,6 +82,13 @@ def _publish(source: str, target: str) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(source, target)
+
+
+def _tidy(staging: str) -> None:
+    try:
+        os.rmdir(staging)  # only when empty: another process may still be writing there
+    except OSError:
+        pass
 
 
 def atomic_checkpoints(trainer, argv: list[str], record: dict | None) -> None:
@@ -106,6 +113,7 @@ def atomic_checkpoints(trainer, argv: list[str], record: dict | None) -> None:
         except errors as e:
             full = _full(e, args.output_dir)
             shutil.rmtree(staged, ignore_errors=True)
+            _tidy(staging)
             raise failed(name, args.output_dir, e, argv, full) from e
         finally:
             del trainer._get_output_dir
@@ -116,6 +124,7 @@ def atomic_checkpoints(trainer, argv: list[str], record: dict | None) -> None:
             if trainer.state.best_model_checkpoint == staged:
                 trainer.state.best_model_checkpoint = target
             rotate_checkpoints(args.output_dir, args.save_total_limit, trainer.state.best_model_checkpoint)
+            _tidy(staging)
         trainer.accelerator.wait_for_everyone()
 
     trainer._save_checkpoint = save
@@ -131,6 +140,7 @@ def save_final(trainer, tokenizer, output_dir: str, argv: list[str]) -> None:
     except _save_errors() as e:
         full = _full(e, output_dir)
         shutil.rmtree(staged, ignore_errors=True)
+        _tidy(os.path.dirname(staged))
         raise failed("the final model", output_dir, e, argv, full) from e
     trainer.accelerator.wait_for_everyone()
     if trainer.is_world_process_zero():
