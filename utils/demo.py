@@ -94,9 +94,10 @@ def train(stage: Stage, argv: list) -> bool:
 def common_argv(seed: int) -> list:
     """Every stage: no checkpoints (the final model is saved), no recomputation: fast on 2 CPU cores. fp32: at 0.43M
     parameters bf16 is no faster (per-op overhead dominates), and its rounding cost the DPO stage its gain (0.030
-    against the 0.05 required, one run on a CPU with AVX512-BF16). The real-model demo keeps the default."""
+    against the 0.05 required, one run on a CPU with AVX512-BF16). The real-model demo keeps the default. A demo run
+    again replaces its own earlier models (--overwrite_output_dir)."""
     return ["--train_mode", "full", "--save_strategy", "no", "--gradient_checkpointing", "false", "--seed", seed,
-            "--disable_tqdm", "false", "--bf16", "false"]
+            "--disable_tqdm", "false", "--bf16", "false", "--overwrite_output_dir", "true"]
 
 
 def judge_policy(stage: Stage, w: Workspace, model_dir: str, start_dir: str) -> None:

@@ -146,7 +146,8 @@ def run(out: str, seed: int, train_main) -> dict:
     log.append({"stage": "data", "seconds": round(time.time() - start, 1),
                 "command": f"{len(rows)} SFT rows: the base model's own first sentences"})
     before = greedy(base, eval_q[:N_SHOW] + [q for q, _ in FACTS])
-    common = ["--train_mode", "lora", "--save_strategy", "no", "--seed", seed, "--logging_steps", 1]
+    common = ["--train_mode", "lora", "--save_strategy", "no", "--seed", seed, "--logging_steps", 1,
+              "--overwrite_output_dir", "true"]  # a demo run again replaces its own earlier models
     train, evaluate_cmd = "python main_train.py", "python -m utils.evaluate"
     _stage("SFT", train, ["--rlhf_type", "SFT", "--model_name_or_path", base, "--train_data_path", sft_file,
                    "--output_dir", path["sft"], "--num_train_epochs", 1, "--per_device_train_batch_size", 8,
