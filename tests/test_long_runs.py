@@ -96,6 +96,9 @@ def test_locks_of_other_hosts_and_of_a_requeued_job(tiny_dir, data_dir, tmp_path
     lock.write_text(json.dumps({"run": "r", "host": "node7", "pid": 4242}))
     os.utime(lock, (time.time() - STALE_S - 5,) * 2)  # heartbeat stopped: taken over
     assert run_main(*argv, "--overwrite_output_dir", "true") == 0 and not lock.exists()
+    unwritable = argv[:argv.index("--output_dir") + 1] + ["/proc/rlhf-lite-test/o"] + argv[argv.index("--output_dir") + 2:]
+    assert run_main(*unwritable) == 2
+    assert "--output_dir /proc/rlhf-lite-test/o cannot be written: " in capsys.readouterr().err
 
 
 def test_another_runs_output_dir_is_refused_unless_overwritten(tiny_dir, data_dir, tmp_path, capsys):

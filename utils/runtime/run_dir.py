@@ -105,7 +105,12 @@ def hold(output_dir: str) -> None:
             _remove(path)
         if not first_process():
             return
-        if _create(output_dir, path, me):
+        try:
+            created = _create(output_dir, path, me)
+        except OSError as e:  # not writable, a full disk, a read-only file system
+            raise UserError(f"--output_dir {output_dir} cannot be written: {e}. Give a directory this user can "
+                            "write to, on a disk with free space.") from None
+        if created:
             stop = threading.Event()
             _HELD.append((path, me["run"], stop))
             threading.Thread(target=_heartbeat, args=(path, stop), daemon=True, name="rlhf-lock-heartbeat").start()
