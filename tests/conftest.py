@@ -143,3 +143,32 @@ def run_main(*args) -> int:
     import main_train
 
     return main_train.main([str(a) for a in args])
+
+
+# ------------------------------------------------------------------------------ long runs (test_long_runs, test_saving)
+LONG_RUN = ["--rlhf_type", "DPO", "--train_mode", "lora", "--per_device_train_batch_size", "4", "--max_length", "64",
+            "--seed", "0", "--disable_tqdm", "true", "--learning_rate", "1e-3", "--bf16", "false"]
+
+
+def long_run_argv(tiny_dir, data, out, *extra) -> list:
+    """A LoRA DPO run on the tiny model, fp32 (its weights compared exactly across an interruption)."""
+    return [*LONG_RUN, "--model_name_or_path", tiny_dir, "--train_data_path", data, "--output_dir", out, *extra]
+
+
+def complete_checkpoints(out) -> dict:
+    """step -> path of every checkpoint-N in `out`, each asserted complete (state, weights, the run's record)."""
+    from utils.runtime.outputs import checkpoints
+    from utils.runtime.resume import RECORD, incomplete
+
+    found = checkpoints(str(out))
+    for path in found.values():
+        assert incomplete(path) is None and os.path.isfile(os.path.join(path, RECORD)), os.listdir(path)
+    return found
+
+
+@pytest.fixture
+def main_train_info(caplog):
+    """main_train's INFO lines in caplog (the lines that say which checkpoint a run resumed, which lock it took)."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="main_train")

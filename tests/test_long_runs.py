@@ -1,12 +1,10 @@
-"""Long runs on shared machines: one run per output_dir (utils/runtime/run_dir.py), saves that are whole or absent
-(utils/runtime/saving.py), resume that refuses another run's data or layout and finds its own checkpoint
-(utils/runtime/resume.py)."""
+"""Long runs on shared machines: one run per output_dir (utils/runtime/run_dir.py), and resume that refuses another
+run's data or layout and finds its own checkpoint (utils/runtime/resume.py). Saves that are whole or absent:
+tests/test_saving.py."""
 
 from __future__ import annotations
 
-import errno
 import json
-import logging
 import os
 import re
 import signal
@@ -17,19 +15,9 @@ import time
 import pytest
 import torch
 
-from conftest import ENV, ROOT, log_history, run_main, write_jsonl
+from conftest import ENV, ROOT, complete_checkpoints, log_history, long_run_argv, run_main, write_jsonl
 
-DPO = ["--rlhf_type", "DPO", "--train_mode", "lora", "--per_device_train_batch_size", "4", "--max_length", "64",
-       "--seed", "0", "--disable_tqdm", "true", "--learning_rate", "1e-3", "--bf16", "false"]
-
-
-@pytest.fixture(autouse=True)
-def _info(caplog):
-    caplog.set_level(logging.INFO, logger="main_train")
-
-
-def _argv(tiny_dir, data, out, *extra):
-    return [*DPO, "--model_name_or_path", tiny_dir, "--train_data_path", data, "--output_dir", out, *extra]
+pytestmark = pytest.mark.usefixtures("main_train_info")
 
 
 def _popen(argv, **kw):
@@ -45,22 +33,11 @@ def _wait_for(path, proc, timeout=120):
         time.sleep(0.05)
 
 
-def _complete(out):
-    """step -> checkpoint of every checkpoint-N in out, each asserted complete (state, weights, our record)."""
-    from utils.runtime.outputs import checkpoints
-    from utils.runtime.resume import RECORD, incomplete
-
-    found = checkpoints(str(out))
-    for path in found.values():
-        assert incomplete(path) is None and os.path.isfile(os.path.join(path, RECORD)), os.listdir(path)
-    return found
-
-
 # ---------------------------------------------------------------------------------- one run per output_dir
 def test_second_run_on_a_live_runs_output_dir_is_refused_and_a_killed_runs_lock_taken_over(tiny_dir, data_dir,
                                                                                             tmp_path, capsys, caplog):
     out = tmp_path / "o"
-    argv = _argv(tiny_dir, data_dir / "pref.jsonl", out, "--save_strategy", "no")
+    argv = long_run_argv(tiny_dir, data_dir / "pref.jsonl", out, "--save_strategy", "no")
     first = _popen([*argv, "--max_steps", "100000"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_for(out / ".rlhf-run.lock", first)
@@ -82,7 +59,7 @@ def test_locks_of_other_hosts_and_of_a_requeued_job(tiny_dir, data_dir, tmp_path
 
     out = tmp_path / "o"
     out.mkdir()
-    argv = _argv(tiny_dir, data_dir / "pref.jsonl", out, "--save_strategy", "no", "--max_steps", "1")
+    argv = long_run_argv(tiny_dir, data_dir / "pref.jsonl", out, "--save_strategy", "no", "--max_steps", "1")
     lock = out / LOCK
     lock.write_text(json.dumps({"run": "r", "host": "node7", "pid": 4242, "slurm_job": "99", "slurm_restart": 0,
                                 "command": "python main_train.py --rlhf_type DPO"}))
@@ -103,7 +80,7 @@ def test_locks_of_other_hosts_and_of_a_requeued_job(tiny_dir, data_dir, tmp_path
 
 def test_another_runs_output_dir_is_refused_unless_overwritten(tiny_dir, data_dir, tmp_path, capsys):
     out = tmp_path / "o"
-    argv = _argv(tiny_dir, data_dir / "pref.jsonl", out, "--save_steps", "1", "--max_steps", "2")
+    argv = long_run_argv(tiny_dir, data_dir / "pref.jsonl", out, "--save_steps", "1", "--max_steps", "2")
     assert run_main(*argv) == 0
     before = sorted(os.listdir(out))
     assert run_main(*argv) == 2
@@ -112,103 +89,7 @@ def test_another_runs_output_dir_is_refused_unless_overwritten(tiny_dir, data_di
     assert "--overwrite_output_dir true" in err and "--resume_from_checkpoint" in err
     assert sorted(os.listdir(out)) == before  # the refused run changed nothing
     assert run_main(*argv[:-4], "--save_steps", "3", "--max_steps", "3", "--overwrite_output_dir", "true") == 0
-    assert sorted(_complete(out)) == [3]  # the old run's checkpoints are gone, not mixed with the new one's
-
-
-# ---------------------------------------------------------------------------------- saves whole or absent
-def _fill_at(monkeypatch, where: str):
-    """Every torch.save into a path containing `where` fails as on a full disk (after writing part of its file)."""
-    real = torch.save
-
-    def save(obj, f, *a, **k):
-        if isinstance(f, (str, os.PathLike)) and where in str(f):
-            with open(f, "wb") as half:
-                half.write(b"\0" * 100)
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real(obj, f, *a, **k)
-
-    monkeypatch.setattr(torch, "save", save)
-
-
-def test_a_failing_save_leaves_only_complete_checkpoints(tiny_dir, data_dir, tmp_path, capsys, monkeypatch):
-    """Injected ENOSPC (the tmpfs test below fills a real disk): checkpoint-3's optimizer save fails half-way."""
-    out = tmp_path / "o"
-    argv = _argv(tiny_dir, data_dir / "pref.jsonl", out, "--save_steps", "1", "--save_total_limit", "5",
-                 "--max_steps", "5", "--resume_from_checkpoint", "auto")
-    _fill_at(monkeypatch, "checkpoint-3")
-    assert run_main(*argv) == 4
-    err = capsys.readouterr().err
-    assert "Saving checkpoint-3 into" in err and "the disk is full ([Errno 28] No space left on device)" in err, err
-    assert "free now" in err and f"every checkpoint-N in {out} is complete" in err
-    assert f"newest complete checkpoint is {out / 'checkpoint-2'}" in err and "--resume_from_checkpoint auto" in err
-    assert "Traceback" not in err
-    assert sorted(_complete(out)) == [1, 2] and not (out / ".saving").exists()
-    assert not (out / "adapter_model.safetensors").exists()
-    monkeypatch.undo()
-    _fill_at(monkeypatch, os.path.join(".saving", "final"))  # room for the checkpoints, not for the final model
-    assert run_main(*argv) == 4
-    err = capsys.readouterr().err
-    assert "Saving the final model into" in err and f"{out / 'checkpoint-5'}" in err, err
-    assert sorted(_complete(out)) == [1, 2, 3, 4, 5] and not (out / "adapter_model.safetensors").exists()
-    monkeypatch.undo()
-    assert run_main(*argv) == 0  # disk freed, the same command: resumes from checkpoint-5 and saves the model
-    assert (out / "adapter_model.safetensors").exists() and not (out / ".saving").exists()
-
-
-def _mount_tmpfs(path, size: str) -> bool:
-    path.mkdir()
-    if os.geteuid() != 0:
-        return False
-    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                          capture_output=True).returncode == 0
-
-
-def test_a_disk_that_fills_leaves_only_complete_checkpoints(tiny_dir, data_dir, tmp_path, capsys, caplog):
-    """A real full disk: output_dir on a 1.2 MB tmpfs, checkpoints of ~0.5 MB (LoRA adapter + optimizer)."""
-    disk = tmp_path / "disk"
-    if not _mount_tmpfs(disk, "1200k"):
-        pytest.skip("mounting a tmpfs needs root (and a kernel that allows it); the injected-ENOSPC test covers this")
-    try:
-        out = disk / "o"
-        argv = _argv(tiny_dir, data_dir / "pref.jsonl", out, "--save_steps", "1", "--save_total_limit", "10",
-                     "--max_steps", "8", "--resume_from_checkpoint", "auto")
-        assert run_main(*argv) == 4
-        err = capsys.readouterr().err
-        assert "failed: the disk is full (" in err and "Traceback" not in err, err
-        kept = _complete(out)
-        assert kept and f"newest complete checkpoint is {kept[max(kept)]}" in err
-        assert not (out / ".saving").exists()  # the half-written checkpoint is gone
-        subprocess.run(["mount", "-o", "remount,size=8m", str(disk)], check=True)
-        assert run_main(*argv) == 0
-        assert f"resuming from {kept[max(kept)]}" in caplog.text and log_history(out)[-1]["step"] == 8
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
-
-
-def test_check_phase_warns_when_the_disk_cannot_hold_a_checkpoint(tiny_dir, data_dir, tmp_path, caplog, monkeypatch):
-    """The estimate (12 bytes a trained parameter, shapes from the safetensors headers) against a real full-mode
-    checkpoint: within 10 %; the LoRA estimate against a LoRA checkpoint's adapter and optimizer state: within 25 %."""
-    import shutil
-
-    from utils.runtime import saving
-
-    out = tmp_path / "o"
-    argv = _argv(tiny_dir, data_dir / "pref.jsonl", out, "--train_mode", "full", "--save_steps", "1",
-                 "--max_steps", "1")
-    assert run_main(*argv) == 0 and "one checkpoint of this run takes about" not in caplog.text
-    ckpt = out / "checkpoint-1"
-    real = sum(os.path.getsize(ckpt / f) for f in ("model.safetensors", "optimizer.pt"))
-
-    estimate = saving.checkpoint_bytes(str(tiny_dir), "full", 16)
-    assert abs(estimate - real) / real < 0.10, (estimate, real)
-    lora = tmp_path / "lora"
-    assert run_main(*_argv(tiny_dir, data_dir / "pref.jsonl", lora, "--save_steps", "1", "--max_steps", "1")) == 0
-    real = sum(os.path.getsize(lora / "checkpoint-1" / f) for f in ("adapter_model.safetensors", "optimizer.pt"))
-    estimate = saving.checkpoint_bytes(str(tiny_dir), "lora", 16)
-    assert abs(estimate - real) / real < 0.25, (estimate, real)
-    monkeypatch.setattr(saving.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
-    assert run_main(*argv, "--overwrite_output_dir", "true") == 0
-    assert "has 1000 bytes free; one checkpoint of this run takes about" in caplog.text
+    assert sorted(complete_checkpoints(out)) == [3]  # the old run's checkpoints are gone, not mixed with the new one's
 
 
 # ------------------------------------------------------------------------------------- resume
@@ -217,7 +98,7 @@ def test_sigkill_after_a_checkpoint_then_the_same_command_ends_with_the_same_wei
     from safetensors.torch import load_file
 
     killed, whole = tmp_path / "killed", tmp_path / "whole"
-    argv = _argv(tiny_dir, data_dir / "pref.jsonl", killed, "--save_steps", "4", "--max_steps", "24",
+    argv = long_run_argv(tiny_dir, data_dir / "pref.jsonl", killed, "--save_steps", "4", "--max_steps", "24",
                  "--resume_from_checkpoint", "auto")
     run = _popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _wait_for(killed / "checkpoint-4", run)
@@ -239,7 +120,7 @@ def test_resume_refuses_other_data_method_model_or_layout(tiny_dir, data_dir, tm
     data = write_jsonl(tmp_path / "d.jsonl", [json.loads(x) for x in (data_dir / "pref.jsonl").read_text().split("\n")
                                               if x])
     out = tmp_path / "o"
-    argv = _argv(tiny_dir, data, out, "--save_steps", "2", "--max_steps", "2")
+    argv = long_run_argv(tiny_dir, data, out, "--save_steps", "2", "--max_steps", "2")
     assert run_main(*argv) == 0
     latest = [*argv[:-2], "--max_steps", "4", "--resume_from_checkpoint", "latest"]
 
@@ -259,7 +140,7 @@ def test_resume_refuses_other_data_method_model_or_layout(tiny_dir, data_dir, tm
     other = make_tiny(str(tmp_path / "other"), hidden_size=48)
     err = refused("--model_name_or_path", other)
     assert "another model (" in err and "its config or weights differ" in err, err
-    assert sorted(_complete(out)) == [2]  # nothing written by the refused runs
+    assert sorted(complete_checkpoints(out)) == [2]  # nothing written by the refused runs
     # Accepted knowingly, and harmless changes: logging, saving, a longer run
     assert run_main(*latest, "--ignore_data_skip", "true", "--logging_steps", "2", "--save_steps", "3") == 0
     assert "accepted (--ignore_data_skip)" in caplog.text
@@ -268,16 +149,16 @@ def test_resume_refuses_other_data_method_model_or_layout(tiny_dir, data_dir, tm
 
 def test_latest_and_auto(tiny_dir, data_dir, tmp_path, capsys, caplog, monkeypatch):
     out = tmp_path / "o"
-    argv = _argv(tiny_dir, data_dir / "pref.jsonl", out, "--save_steps", "2", "--max_steps", "4")
+    argv = long_run_argv(tiny_dir, data_dir / "pref.jsonl", out, "--save_steps", "2", "--max_steps", "4")
     assert run_main(*argv, "--resume_from_checkpoint", "latest") == 2
     assert "holds no complete checkpoint" in capsys.readouterr().err and not out.exists()
     assert run_main(*argv, "--resume_from_checkpoint", "auto") == 0
-    assert "no checkpoint in" in caplog.text and sorted(_complete(out)) == [2, 4]
+    assert "no checkpoint in" in caplog.text and sorted(complete_checkpoints(out)) == [2, 4]
     # a torn checkpoint (a run of an older version killed mid-save) and a killed run's staging folder
     (out / "checkpoint-6").mkdir()
     (out / ".saving" / "checkpoint-8").mkdir(parents=True)
     assert run_main(*argv, "--max_steps", "5", "--resume_from_checkpoint", "latest") == 0
-    assert "skipped checkpoint-6 (incomplete: no trainer_state.json)" in caplog.text
+    assert "skipped checkpoint-6 (incomplete: no trainer_state.json and no model or adapter weights)" in caplog.text
     assert f"resuming from {out / 'checkpoint-4'}" in caplog.text and "removed .saving/checkpoint-8" in caplog.text
     assert run_main(*argv, "--max_steps", "5", "--resume_from_checkpoint", "auto") == 0  # finished: nothing to do
     assert "nothing left to train" in capsys.readouterr().err
@@ -294,7 +175,7 @@ def test_one_of_two_ddp_processes_killed(tiny_dir, data_dir, tmp_path):
     import psutil
 
     out = tmp_path / "o"
-    argv = _argv(tiny_dir, data_dir / "pref.jsonl", out, "--per_device_train_batch_size", "2", "--save_steps", "2",
+    argv = long_run_argv(tiny_dir, data_dir / "pref.jsonl", out, "--per_device_train_batch_size", "2", "--save_steps", "2",
                  "--max_steps", "400", "--resume_from_checkpoint", "auto")
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "script/ddp.yaml",
               "--num_processes", "2", "main_train.py"]
@@ -312,7 +193,7 @@ def test_one_of_two_ddp_processes_killed(tiny_dir, data_dir, tmp_path):
         assert time.monotonic() - killed_at < 60 and not any(w.is_running() for w in workers)
     finally:
         os.killpg(run.pid, signal.SIGKILL) if run.poll() is None else None
-    last = max(_complete(out))
+    last = max(complete_checkpoints(out))
     resume = subprocess.run([*launch, *map(str, argv[:-4]), "--max_steps", str(last + 2), *argv[-2:]], cwd=ROOT,
                             env=env, capture_output=True, text=True, timeout=300)
     assert resume.returncode == 0, resume.stderr[-4000:]

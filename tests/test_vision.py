@@ -85,14 +85,6 @@ def test_tiny_vlm_loads_renders_and_learns_from_the_image(family, vlm_dirs):
         assert tok.decode(out[0, batch["input_ids"].shape[1]:]).strip().startswith(word)
 
 
-def test_the_command_lists_every_family():
-    import utils.tiny_model as command
-    from utils.toy.families import FAMILIES as TEXT
-    from utils.toy.vision import VISION_FAMILIES
-
-    assert command.TEXT_FAMILIES == TEXT and command.VISION_FAMILIES == VISION_FAMILIES == FAMILIES
-
-
 @pytest.mark.parametrize("family", FAMILIES)
 def test_tiny_vlm_tokenizer_round_trip(family, vlm_dirs):
     """The tokenizer AutoProcessor loads tokenizes as the one built (transformers may rebuild its pipeline)."""

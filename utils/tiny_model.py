@@ -11,9 +11,8 @@ default Qwen2-shaped causal LM with a tokenizer trained on the spot (utils/toy/t
 import sys
 
 from utils.core.errors import CommandParser, run_command
-
-TEXT_FAMILIES = ("llama3", "gemma2", "phi3", "qwen3", "gpt2")  # utils/toy/families.FAMILIES (tested equal)
-VISION_FAMILIES = ("smolvlm", "llava", "gemma3")  # utils/toy/vision.VISION_FAMILIES (tested equal)
+from utils.toy.families import FAMILIES  # both light: no torch before --help is answered
+from utils.toy.vision import VISION_FAMILIES
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,7 +29,7 @@ def build(argv: list[str]) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no_pad_token", action="store_true", help="save without a pad token (to exercise pad repair)")
     p.add_argument("--no_chat_template", action="store_true")
-    p.add_argument("--family", choices=[*TEXT_FAMILIES, *VISION_FAMILIES],
+    p.add_argument("--family", choices=[*FAMILIES, *VISION_FAMILIES],
                    help="another family's tokenizer, template and layers (utils/toy/families.py), or a vision-language "
                         "model with its processor (utils/toy/vision.py); --seed applies, the size options do not")
     a = p.parse_with_output_dir(argv, "the model")

@@ -124,7 +124,7 @@ def check_paths(values: dict) -> None:
     weights, GGUF files are complete and readable (utils/model/gguf.py), a checkpoint to resume from is complete,
     output_dir is not a file."""
     from utils.model import gguf
-    from utils.model.checks import WEIGHTS, check_model_dir
+    from utils.model.checks import check_model_dir, checkpoint_gaps
 
     four_bit = {"model_name_or_path": "--train_mode qlora" if values.get("train_mode") == "qlora" else
                 "--load_in_4bit" if _true(values.get("load_in_4bit")) else None,
@@ -156,12 +156,10 @@ def check_paths(values: dict) -> None:
         if not os.path.isdir(real):
             raise UserError(f"--resume_from_checkpoint {ckpt!r} does not exist; expected a checkpoint directory "
                             "(output_dir/checkpoint-N, written during training).")
-        missing = [f for f in ("trainer_state.json",) if not os.path.isfile(os.path.join(real, f))]
-        if not any(os.path.isfile(os.path.join(real, w)) for w in WEIGHTS):
-            missing.append("model or adapter weights")
-        if missing:
-            raise UserError(f"--resume_from_checkpoint {ckpt!r} is not a complete checkpoint (no "
-                            f"{' and no '.join(missing)}; a run stopped while saving it?); expected a directory "
+        gaps = checkpoint_gaps(real)
+        if gaps:
+            raise UserError(f"--resume_from_checkpoint {ckpt!r} is not a complete checkpoint ({' and '.join(gaps)}; "
+                            "a run stopped while saving it?); expected a directory "
                             "written by a save step, e.g. the previous checkpoint-N.")
 
 

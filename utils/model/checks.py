@@ -15,6 +15,15 @@ WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.b
            "adapter_model.safetensors", "adapter_model.bin")
 
 
+def checkpoint_gaps(path: str) -> list[str]:
+    """What a checkpoint directory lacks to be resumed from ("no trainer_state.json", "no model or adapter
+    weights"); [] when it has both. Used by the path checks and by `--resume_from_checkpoint latest / auto`."""
+    gaps = [] if os.path.isfile(os.path.join(path, "trainer_state.json")) else ["no trainer_state.json"]
+    if not any(os.path.isfile(os.path.join(path, w)) for w in WEIGHTS):
+        gaps.append("no model or adapter weights")
+    return gaps
+
+
 def looks_local(path: str) -> bool:
     """A path the user meant on disk (absolute, ./, ~, or more than one '/'), not a hub id like `org/name`."""
     return os.path.isabs(path) or path.startswith((".", "~")) or path.count("/") > 1 or \

@@ -28,7 +28,6 @@ class StopOnSignal(TrainerCallback):
         if self.signum is not None:
             if time.monotonic() - self._at > 1.0:
                 from utils.data.arrow_sink import remove_scratch
-
                 from utils.runtime.run_dir import release
 
                 remove_scratch()  # os._exit skips the exit handlers

@@ -50,4 +50,3 @@ def checkpoints(output_dir: str) -> dict[int, str]:
         return {}
     found = (re.fullmatch(r"checkpoint-(\d+)", name) for name in os.listdir(output_dir))
     return {int(m.group(1)): os.path.join(output_dir, m.group(0)) for m in found if m}
-

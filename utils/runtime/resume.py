@@ -83,16 +83,15 @@ def write_record(checkpoint: str, record: dict) -> None:
 
 # ----------------------------------------------------------------------------------- which checkpoint
 def incomplete(path: str) -> str | None:
-    """Why `path` is not a checkpoint a run can resume from, or None."""
-    from utils.model.checks import WEIGHTS
+    """Why `path` is not a checkpoint a run can resume from (utils/model/checks.checkpoint_gaps, or its
+    trainer_state.json unreadable), or None."""
+    from utils.model.checks import checkpoint_gaps
 
-    state = os.path.join(path, "trainer_state.json")
-    if not os.path.isfile(state):
-        return "no trainer_state.json"
-    if not any(os.path.isfile(os.path.join(path, w)) for w in WEIGHTS):
-        return "no model or adapter weights"
+    gaps = checkpoint_gaps(path)
+    if gaps:
+        return " and ".join(gaps)
     try:
-        with open(state) as f:
+        with open(os.path.join(path, "trainer_state.json")) as f:
             json.load(f)
     except (OSError, ValueError):
         return "an unreadable trainer_state.json"
@@ -141,8 +140,10 @@ def check_finished(output_dir: str, checkpoint: str | None, config) -> None:
         return
     step, end = state.get("global_step", 0), state.get("max_steps", 0)
     at = int(os.path.basename(checkpoint).split("-")[-1]) if checkpoint else 0
-    more = config.max_steps > step if config.max_steps > 0 else config.num_train_epochs > state.get("num_train_epochs",
-                                                                                                   0)
+    if config.max_steps > 0:
+        more = config.max_steps > step
+    else:
+        more = config.num_train_epochs > state.get("num_train_epochs", 0)
     if end and step >= end and step >= at and not more:
         raise Finished(f"{output_dir} holds this run's final model, saved at its last step ({step} of {end}): nothing "
                        "left to train. To train again, pass --overwrite_output_dir true (the old checkpoints and final "

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import threading
 import time
 import uuid
@@ -49,8 +50,6 @@ def identity() -> dict:
                         *(os.environ.get(k, "") for k in ("MASTER_PORT", "TORCHELASTIC_RUN_ID"))])
     else:
         pid, run = os.getpid(), f"{host}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-    import sys
-
     return {"run": run, "host": host, "pid": pid, "slurm_job": os.environ.get("SLURM_JOB_ID"),
             "slurm_restart": int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0),
             "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "command": " ".join(sys.argv)}
