@@ -62,6 +62,19 @@ class CommonArgs:
         metadata={"help": "Modules that get adapters; default all linear layers but the output head."},
     )
     use_dora: bool = field(default=False, metadata={"help": "Weight-decomposed LoRA (DoRA) instead of plain LoRA."})
+    # Vision-language models (docs/vision.md)
+    freeze_vision_tower: bool = field(
+        default=True, metadata={"help": "Vision-language models: keep the vision tower frozen (false: full mode trains "
+                                        "it, LoRA puts adapters on its linear layers too)."}
+    )
+    freeze_multi_modal_projector: bool = field(
+        default=True, metadata={"help": "Vision-language models: keep the projector between vision tower and language "
+                                        "model frozen (false: trained in full, also beside a LoRA adapter)."}
+    )
+    max_pixels: int | None = field(
+        default=None, metadata={"help": "Vision-language models: resize images to at most this many pixels (the "
+                                        "processor's own option where it has one); default: the processor's size."}
+    )
     # Reward sources (online RL and rejection sampling)
     reward_model_path: list[str] = field(
         default_factory=list,

@@ -89,9 +89,10 @@ class Needs:
     data_report: dict | None = None  # utils.data.lengths.report, written to output_dir/data_report.json
     origin: object = None  # i -> FILE:LINE of training row i (utils.runtime.row_trace.row_origin), for the NaN guard
     tools: object = None  # utils.trainers.tools.ToolPlan: what GRPO calls while it samples
+    processor: object = None  # a vision-language model's processor: TRL's processing_class (utils/model/vision.py)
 
 
-def check_needs(method, common, config, tokenizer, train, rows=None) -> Needs:
+def check_needs(method, common, config, tokenizer, train, rows=None, processor=None) -> Needs:
     if method.check:
         method.check(common, config, train.column_names)
     from utils.data.lengths import check_and_report
@@ -99,7 +100,7 @@ def check_needs(method, common, config, tokenizer, train, rows=None) -> Needs:
     from utils.trainers.tools import check_tools
 
     needs = Needs(data_report=check_and_report(rows, config, method.drops), tools=check_tools(method, common, tokenizer),
-                  origin=row_origin(train, rows))
+                  origin=row_origin(train, rows), processor=processor)
     if method.rewards:
         from utils.model.rewards import check_reward_sources
 
@@ -120,11 +121,11 @@ def check_needs(method, common, config, tokenizer, train, rows=None) -> Needs:
     return needs
 
 
-def load_data(method, common, tokenizer, rows: dict | None = None, config=None):
+def load_data(method, common, tokenizer, rows: dict | None = None, config=None, processor=None):
     """Train (and eval) datasets; `rows`: the data as the early checks read it (filled in here when empty)."""
     from utils.data.loading import train_and_eval
 
-    return train_and_eval(common, method, tokenizer, {} if rows is None else rows, config)
+    return train_and_eval(common, method, tokenizer, {} if rows is None else rows, config, processor)
 
 
 def check_phase(argv: list[str]):
@@ -147,8 +148,11 @@ def check_phase(argv: list[str]):
     from utils.model.loading import load_tokenizer
 
     tokenizer = load_tokenizer(common.tokenizer_name_or_path or common.model_name_or_path, config.trust_remote_code)
-    train, evals = load_data(method, common, tokenizer, rows, config)
-    needs = check_needs(method, common, config, tokenizer, train, rows.get("train_data_path"))
+    from utils.cli.vision_checks import check_vision, processor_for
+    processor = processor_for(common, config)  # a vision-language model's (docs/vision.md), else None
+    train, evals = load_data(method, common, tokenizer, rows, config, processor)
+    check_vision(method, common, config, rows, processor, cli.explicit(argv, yaml_config))
+    needs = check_needs(method, common, config, tokenizer, train, rows.get("train_data_path"), processor)
     return method, common, config, tokenizer, train, evals, needs
 
 
@@ -159,9 +163,9 @@ def build_trainer(method, common, config, tokenizer, train, evals, callbacks, ne
     from utils.core.errors import reword
     from utils.model.adapters import lora_config
     from utils.model.dtype import describe, resolve_dtype, trained_dtype
-    from utils.model.loading import has_experts, load_model
+    from utils.model.loading import load_model
     from utils.runtime.precision import keep_master_weights
-    from utils.trainers.trainable import check_trainable
+    from utils.trainers.trainable import check_trainable, settle
 
     needs = needs or check_needs(method, common, config, tokenizer, train)
     dtype = resolve_dtype(common.dtype, config.bf16, config.fp16)  # frozen weights: reference, teacher, reward, base
@@ -170,15 +174,11 @@ def build_trainer(method, common, config, tokenizer, train, evals, callbacks, ne
     model = load_model(common.model_name_or_path, tokenizer, head=method.head, dtype=weights,
                        load_in_4bit=common.train_mode == "qlora", trust_remote_code=config.trust_remote_code)
     train, evals = shared_datasets(config, train, evals)  # precompute_ref_log_probs with several processes
-    if config.ddp_find_unused_parameters is None and not has_experts(model):
-        # Every trainable parameter (full or LoRA) gets a gradient each step: transformers would otherwise turn on
-        # DDP's search for unused ones whenever activation checkpointing is off (an extra autograd walk per step, and
-        # a warning). Mixture-of-experts models keep it: unrouted experts get none. bench/RESULTS.md, DDP.
-        config.ddp_find_unused_parameters = False
+    settle(model, common, config, needs.processor)  # frozen parts, DDP's search for unused parameters
     try:  # what peft, TRL or DeepSpeed still refuse once the model is there, named by our flags (utils/core/errors.py)
         peft_config = lora_config(common, method.head, model)
-        kwargs = dict(model=model, args=config, train_dataset=train, eval_dataset=evals, processing_class=tokenizer,
-                      callbacks=callbacks, peft_config=peft_config)
+        kwargs = dict(model=model, args=config, train_dataset=train, eval_dataset=evals, callbacks=callbacks,
+                      processing_class=needs.processor or tokenizer, peft_config=peft_config)
         if needs.rewards is not None:
             kwargs["reward_funcs"] = needs.rewards.build(dtype)
         kwargs.update(needs.tools.trainer_kwargs() if needs.tools is not None else {})  # GRPO's tools

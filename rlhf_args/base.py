@@ -43,6 +43,9 @@ class Method:
     # that have no `tools` field), "run" (called while sampling), None (refused; `no_tools` says why when set).
     tools: str | None = None
     no_tools: str | None = None
+    # Image data (utils/cli/vision_checks.py): None, TRL 1.16's trainer takes no images (refused in the check phase);
+    # else the options of ours TRL refuses for images, switched off there with a log line unless set explicitly.
+    vision: tuple | None = None
 
 
 @dataclass

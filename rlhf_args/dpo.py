@@ -69,4 +69,5 @@ def check(common, config, columns) -> None:
                                "--precompute_ref_log_probs false", "--precompute_ref_log_probs true")
 
 
-METHOD = Method("DPO", DPOArgs, trainer, data="preference", check=check, tools="schemas")
+METHOD = Method("DPO", DPOArgs, trainer, data="preference", check=check, tools="schemas",
+                vision=("padding_free", "precompute_ref_log_probs"))

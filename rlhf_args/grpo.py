@@ -49,4 +49,5 @@ def trainer():
     return GRPOTrainer
 
 
-METHOD = Method("GRPO", GRPOArgs, trainer, data="prompt", rewards=True, check=check_online_reference, tools="run")
+METHOD = Method("GRPO", GRPOArgs, trainer, data="prompt", rewards=True, check=check_online_reference, tools="run",
+                vision=("use_transformers_continuous_batching",))

@@ -49,4 +49,5 @@ def trainer():
 
 
 METHOD = Method("RLOO", RLOOArgs, trainer, data="prompt", rewards=True, check=check_online_reference,
-                no_tools="TRL's RLOOTrainer (1.16) has no tool-calling loop; GRPO has one (--rlhf_type GRPO --tools ...)")
+                no_tools="TRL's RLOOTrainer (1.16) has no tool-calling loop; GRPO has one (--rlhf_type GRPO --tools ...)",
+                vision=("use_transformers_continuous_batching",))

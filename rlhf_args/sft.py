@@ -39,4 +39,4 @@ def trainer():
     return PaddingFreeSFTTrainer
 
 
-METHOD = Method("SFT", SFTArgs, trainer, data="sft", check=check, tools="schemas")
+METHOD = Method("SFT", SFTArgs, trainer, data="sft", check=check, tools="schemas", vision=("padding_free",))

@@ -32,6 +32,11 @@ _BOOLS = ("teacher_load_in_4bit",)  # `--flag` alone means true, as in HfArgumen
 
 
 # ------------------------------------------------------------------------------------ config file
+def explicit(argv: list[str], config: dict) -> set[str]:
+    """The option names the user set, as flags or in the YAML file (a default of ours is switched off only when unset)."""
+    return {a[2:].split("=", 1)[0] for a in argv if a.startswith("--")} | set(config)
+
+
 def split_config(argv: list[str]) -> tuple[str | None, list[str]]:
     """(YAML path or None, the other arguments) from `--config FILE [flags]`, `--config=FILE` or `FILE.yaml [flags]`."""
     argv = [str(a) for a in argv]

@@ -31,6 +31,7 @@ class Lengths:
     first: object  # the answer (chosen / completion / whole conversation); None for prompt-only data
     second: object  # the rejected answer of a pair, else None
     has_prompt: bool  # the rows name their prompt (TRL drops a row whose prompt fills max_length)
+    images: object = None  # tokens the images add to each row's prompt (counted in `prompt`); None: no images
 
 
 def _texts(row: dict, fields: list[str], tokenizer, tools: bool = False, default_tools=None):
@@ -75,7 +76,8 @@ def measure(rows, tokenizer, what: str = "train_data_path") -> Lengths:
                         f"tokenizer at {name} has no chat template, so the messages cannot be turned into text; "
                         "expected a tokenizer that has a chat template, or plain-string rows (no template is "
                         "applied to those).")
-    prompt, first, second, fields, has_prompt = [], [], [], None, False
+    prompt, first, second, fields, has_prompt, pictures = [], [], [], None, False, []
+    expand = getattr(tokenizer, "image_tokens", None) if getattr(rows, "images", False) else None
     options = getattr(rows, "options", None)  # --tools' schemas: what the prompts are rendered with
     default_tools = json.loads(options.tools) if options is not None and options.tools and rows.conversational else None
     for start, batch in rows.batches():
@@ -97,16 +99,21 @@ def measure(rows, tokenizer, what: str = "train_data_path") -> Lengths:
             for column, text in zip(answers, a):
                 column.append(text)
         plen = _count(tokenizer, prompts, special=not rows.conversational)
-        prompt += plen
         for out, column in zip((first, second), answers):
             if rows.conversational:
                 out += [n - p for n, p in zip(_count(tokenizer, column, special=False), plen)]
             else:
                 out += [n + 1 for n in _count(tokenizer, column, special=False)]  # + EOS
+        if expand is not None:  # each image placeholder becomes the processor's image tokens (images in prompts only)
+            extra = [expand(p, row["images"], not rows.conversational) if row.get("images") else 0
+                     for p, row in zip(prompts, batch)]
+            plen = [n + e for n, e in zip(plen, extra)]
+            pictures += extra
+        prompt += plen
     arr = (lambda x: np.asarray(x, dtype=np.int64))
     rows.lengths = Lengths(arr(prompt), arr(first) if fields else None,
                            arr(second) if fields and len(fields) > 1 else None,
-                           has_prompt=has_prompt)
+                           has_prompt=has_prompt, images=arr(pictures) if expand is not None else None)
     return rows.lengths
 
 
@@ -144,6 +151,8 @@ def report(lengths: Lengths, selected, config, drops: str, unpair: bool = False)
     out = {"rows": int(len(sel)), "tokens": {"prompt": _stats(prompt), **{k: _stats(v) for k, v in answers.items()},
                                              "prompt + answer" if answers else "whole": _stats(whole)},
            "limits": {}}
+    if lengths.images is not None:  # counted in the prompt already
+        out["tokens"] = {"image tokens (in the prompt)": _stats(lengths.images[sel]), **out["tokens"]}
     limit = getattr(config, "max_length", None)
     if limit and answers:
         if drops == "too_long":  # the row is filtered out whole (RewardTrainer)

@@ -35,6 +35,7 @@ class Rows:
     loc_of: array = field(default_factory=lambda: array("q"))  # per stored row: its line, row or record number
     counts: list[int] = field(default_factory=list)  # stored rows per source, in order
     conversational: bool = False
+    images: bool = False  # some row has images (utils/data/images.py)
     tools: bool = False  # some row has tool calls, tool turns or tool schemas (utils/data/tool_rows.py)
     unpair: bool = False  # preference pairs stored, KTO rows wanted: unpaired when the dataset is built
     summary: list[str] = field(default_factory=list)
@@ -113,6 +114,10 @@ def to_dataset(rows: Rows, seed: int = 0, weights: list[float] | None = None, ma
         from utils.data.tool_rows import as_dataset
 
         dataset = as_dataset(dataset)
+    if rows.images:
+        from utils.data.images import as_parts
+
+        dataset = as_parts(dataset)
     if masks_with is not None:  # in stored order, so that a refused row is named at its FILE:LINE
         from utils.data.chat_masks import add_masks
 
@@ -132,7 +137,7 @@ def to_dataset(rows: Rows, seed: int = 0, weights: list[float] | None = None, ma
 
 
 def prepare(paths, kind: str, tokenizer, what: str, options: DataOptions, seed: int = 0, rows: Rows | None = None,
-            assistant_only_loss: bool | None = False):
+            assistant_only_loss: bool | None = False, processor=None):
     """(Rows, datasets.Dataset): read, convert and check (unless `rows` already did with these options), say what was
     read, render and count every row with the tokenizer (utils/data/lengths.py), build the dataset (with our assistant
     masks where the template needs them: utils/data/chat_masks.py)."""
@@ -141,16 +146,18 @@ def prepare(paths, kind: str, tokenizer, what: str, options: DataOptions, seed: 
     for line in rows.summary:
         _say(line)
     if tokenizer is not None:
+        from utils.cli.vision_checks import ProcessorText
         from utils.data.lengths import measure
 
-        measure(rows, tokenizer, what)
+        measure(rows, ProcessorText(processor) if processor is not None else tokenizer, what)
     from utils.data.chat_masks import wanted
 
-    masks_with = tokenizer if rows.conversational and wanted(assistant_only_loss, rows.columns, tokenizer) else None
+    masks_with = tokenizer if rows.conversational and not rows.images and processor is None and \
+        wanted(assistant_only_loss, rows.columns, tokenizer) else None
     return rows, to_dataset(rows, seed, options.weights if what == "train_data_path" else None, masks_with)
 
 
-def train_and_eval(common, method, tokenizer, rows: dict, config=None):
+def train_and_eval(common, method, tokenizer, rows: dict, config=None, processor=None):
     """(train, eval or None) for main_train, from --train_data_path, --eval_data_path or --eval_split; `rows` holds
     what the early checks read and gets what is read here. `method`: its data kind (`method.data`); `config`: its
     seed and `assistant_only_loss` (None: on for `messages` rows)."""
@@ -160,7 +167,7 @@ def train_and_eval(common, method, tokenizer, rows: dict, config=None):
     for what in ("train_data_path", "eval_data_path"):
         if getattr(common, what):
             rows[what], datasets[what] = prepare(getattr(common, what), kind, tokenizer, what, DataOptions.of(common),
-                                                 seed, rows.get(what), assistant_only_loss)
+                                                 seed, rows.get(what), assistant_only_loss, processor)
     train, evals = datasets["train_data_path"], datasets.get("eval_data_path")
     if evals is None and common.eval_split > 0:
         held = math.ceil(len(train) * common.eval_split)  # as datasets' train_test_split rounds

@@ -9,11 +9,12 @@ bench/data_load.py times it.
 
 from __future__ import annotations
 
+import os
 from array import array
 from dataclasses import dataclass
 
 from utils.core.errors import UserError
-from utils.data import fast_json
+from utils.data import fast_json, images
 from utils.data.arrow_sink import Sink
 from utils.data.formats import OURS, OURS_PREF, describe, readings, summary
 from utils.data.schemas import DATA_KIND_HELP, BadRow, FieldTypes, at_row, check_row, field_names, style_of
@@ -42,6 +43,7 @@ class RowReader:
         # signature (fields, value types) -> the text fields of a plain row checked before: its like is stored as is
         self.plain, self.plain_fmt = {}, None
         self.fmt, self.target, self.n_in, self.n_out = None, None, 0, 0
+        self.base = os.getcwd()
 
     def read_source(self, source) -> None:
         """Every file of `source`, then its row count and its summary line."""
@@ -81,6 +83,7 @@ class RowReader:
         wrong. The hot loop: what it uses is held in local names, its counts added at the end."""
         files, file_of, loc_of = self.rows.files, self.rows.file_of, self.rows.loc_of
         plain, add, n_in, n_plain = self.plain, self.sink.add, 0, 0
+        self.base = os.path.dirname(os.path.abspath(real))  # what image paths in its rows are relative to
         for shown, style, number, row in iter_rows(source, self.what, [real]):
             if not files or files[-1] != (shown, style):
                 files.append((shown, style))
@@ -105,6 +108,9 @@ class RowReader:
             if self.fmt is not was or self.target is None:
                 self.target = _check_kind(self.fmt, self.kind)
             for out in self.fmt.convert(row, self.options):
+                if images.wanted(out):  # paths resolved, files decoded, placeholders counted (utils/data/images.py)
+                    out = images.normalize(out, self.base)
+                    self.rows.images = True
                 variant, conversational = check_row(out, self.target)
                 out = self.tool_form(out, conversational)
                 self.check_like_first(variant, conversational, shown, loc)
@@ -152,7 +158,7 @@ def _fast(real: str, kind: str, fmt, first: FirstRow | None, sink):
         return None
     row = fast_json.first_row(real)
     found = readings(row, kind) if isinstance(row, dict) else []
-    if len(found) != 1 or found[0] not in (OURS, OURS_PREF) or fmt not in (None, found[0]):
+    if len(found) != 1 or found[0] not in (OURS, OURS_PREF) or fmt not in (None, found[0]) or images.wanted(row):
         return None
     try:
         variant, conversational = check_row(row, _check_kind(found[0], kind))

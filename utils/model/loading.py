@@ -61,8 +61,9 @@ def repair_pad_token(model, tokenizer) -> None:
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(len(tokenizer))
     pad = tokenizer.pad_token_id
-    model.config.pad_token_id = pad
     text_config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    if text_config is model.config or "pad_token_id" in vars(model.config):  # a VLM's own: deprecated, text's used
+        model.config.pad_token_id = pad
     text_config.pad_token_id = pad
     if getattr(model, "generation_config", None) is not None:
         model.generation_config.pad_token_id = pad
@@ -93,9 +94,10 @@ def load_model(path: str, tokenizer, *, head: str = "causal", dtype=None, load_i
     or a frozen teacher / sampled model), with the pad token repaired. `trained_head`: refuse a score head that
     was not in the checkpoint (a reward model must not score with a random head)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoModelForSequenceClassification
 
     from utils.model import gguf
+    from utils.model.vision import is_vlm
 
     source, extra = gguf.model_source(path, load_in_4bit=load_in_4bit)  # a GGUF file: dequantized as it loads
     dtype = torch.float32 if dtype is None else dtype
@@ -114,7 +116,8 @@ def load_model(path: str, tokenizer, *, head: str = "causal", dtype=None, load_i
                                 "is not in its checkpoint, so its scores would be random. Expected a model trained "
                                 "with --rlhf_type Reward (a sequence-classification checkpoint), not a causal LM.")
         else:
-            model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+            auto = AutoModelForImageTextToText if is_vlm(path) else AutoModelForCausalLM
+            model = auto.from_pretrained(source, **kwargs)
     except ValueError as e:
         if head == "score" and "Unrecognized configuration class" in str(e):
             raise UserError(

@@ -5,7 +5,29 @@ transformers then refuses --max_steps -1 in words about dataloaders, or the run 
 
 from __future__ import annotations
 
+import logging
+
 from utils.core.errors import UserError
+
+log = logging.getLogger("main_train")
+
+
+def settle(model, common, config, processor=None) -> None:
+    """The loaded model before its trainer is built. A vision-language model in full mode: its vision tower and
+    projector frozen unless asked otherwise (utils/model/vision.py); DDP's search for unused parameters left to TRL,
+    which turns it on for them (a batch without images gives the tower no gradient)."""
+    from utils.model.loading import has_experts
+
+    if processor is not None:
+        from utils.model.vision import freeze
+
+        frozen = freeze(model, common) if common.train_mode == "full" else []
+        log.info("vision-language model%s", f"; frozen: {', '.join(frozen)}" if frozen else "")
+    elif config.ddp_find_unused_parameters is None and not has_experts(model):
+        # Every trainable parameter (full or LoRA) gets a gradient each step: transformers would otherwise turn on
+        # DDP's search for unused ones whenever activation checkpointing is off (an extra autograd walk per step, and
+        # a warning). Mixture-of-experts models keep it: unrouted experts get none. bench/RESULTS.md, DDP.
+        config.ddp_find_unused_parameters = False
 
 
 def check_trainable(trainer, method: str, config) -> None:

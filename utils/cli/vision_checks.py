@@ -1,0 +1,122 @@
+"""The check phase for vision-language models and image data (docs/vision.md): which processor renders the rows,
+how many tokens their images become, and what TRL 1.16 would refuse once the weights were loaded.
+
+Refused here, at FILE:LINE where a row is the cause, exit 2, nothing written: images given to a text-only model, a
+method whose TRL trainer takes no images, a chat template that drops image parts, a --max_length that would cut a
+row's image tokens. Options of ours that TRL refuses for images (`Method.vision`) are switched off with one line,
+unless set explicitly (then refused, with why)."""
+
+from __future__ import annotations
+
+import logging
+
+from utils.core.errors import UserError
+
+log = logging.getLogger("main_train")
+
+
+def processor_for(common, config):
+    """The model's processor when --model_name_or_path is a vision-language model, else None."""
+    from utils.model.vision import is_vlm, load_processor
+
+    if not is_vlm(common.model_name_or_path):
+        return None
+    return load_processor(common.model_name_or_path, config.trust_remote_code, common.max_pixels)
+
+
+class ProcessorText:
+    """What utils.data.lengths renders and counts with, for a vision-language model: the processor's chat template
+    over the stored rows (each `<image>` an image part), its tokenizer's counts, plus each row's image tokens."""
+
+    def __init__(self, processor):
+        self.processor, self.tokenizer = processor, processor.tokenizer
+        self.name_or_path = getattr(self.tokenizer, "name_or_path", "")
+        self.chat_template = getattr(processor, "chat_template", None) or self.tokenizer.chat_template
+
+    def apply_chat_template(self, messages, tools=None, tokenize=False, add_generation_prompt=False):
+        from utils.data.images import split
+
+        parts = [{**m, "content": [{k: v for k, v in p.items() if v is not None} for p in split(m["content"])]}
+                 if isinstance(m.get("content"), str) else m for m in messages]
+        return self.processor.apply_chat_template(parts, tools=tools, tokenize=False,
+                                                  add_generation_prompt=add_generation_prompt)
+
+    def __call__(self, texts, add_special_tokens=True):
+        return self.tokenizer(texts, add_special_tokens=add_special_tokens)
+
+    def image_tokens(self, text: str, images: list, special: bool) -> int:
+        """Tokens the images of one rendered prompt add (the processor expands each placeholder)."""
+        plain = len(self.tokenizer(text, add_special_tokens=special)["input_ids"])
+        full = self.processor(text=[text], images=[images], add_special_tokens=special)["input_ids"][0]
+        return len(full) - plain
+
+
+def check_vision(method, common, config, rows: dict, processor, explicit: set) -> None:
+    """Everything about images that can be known before the weights load; `rows`: the Rows read (train, eval);
+    `explicit`: the option names the user set (flags and the YAML file)."""
+    with_images = [r for r in rows.values() if r is not None and r.images]
+    if not with_images:
+        return
+    first = with_images[0]
+    at = first.where(_first_image_row(first)[0])
+    if processor is None:
+        raise UserError(f"{at}: the row has images but the model at {common.model_name_or_path!r} is a text-only "
+                        "model (its config names no vision part); expected a vision-language model (an "
+                        "image-text-to-text checkpoint such as SmolVLM, LLaVA, Gemma 3, Qwen2.5-VL), or data "
+                        "without images.")
+    if method.vision is None:
+        from rlhf_args import METHODS
+
+        able = ", ".join(m.name for m in METHODS.values() if m.vision is not None)
+        raise UserError(f"{at}: the row has images, and TRL 1.16's {method.name} trainer takes no images; expected "
+                        f"one of {able} for image data, or {method.name} on rows without images.")
+    for name in method.vision:  # TRL refuses these with images
+        if getattr(config, name, False):
+            if name in explicit:
+                raise UserError(f"--{name} true is refused with image data: TRL 1.16's {method.name} trainer does not "
+                                f"support it for vision-language models; expected --{name} false (or no flag).")
+            setattr(config, name, False)
+            log.info("--%s switched off: TRL 1.16 does not support it with images", name)
+    _check_template(first, processor)
+    for r in with_images:
+        _check_image_tokens(r, config)
+
+
+def _first_image_row(rows) -> tuple[int, dict]:
+    for start, batch in rows.batches():
+        for i, row in enumerate(batch):
+            if row.get("images"):
+                return start + i, row
+    raise AssertionError("rows.images is set but no row has images")
+
+
+def _check_template(rows, processor) -> None:
+    """The chat template renders one image token per image part (a text-only template drops them silently)."""
+    i, row = _first_image_row(rows)
+    convo = [m for f in ("prompt", "messages") if isinstance(row.get(f), list) for m in row[f]]
+    text = ProcessorText(processor).apply_chat_template(convo)
+    token = getattr(processor, "image_token", None) or getattr(processor, "boi_token", None) or "<image>"
+    if text.count(token) < len(row["images"]):
+        raise UserError(f"{rows.where(i)}: the chat template of {ProcessorText(processor).name_or_path or 'the model'} "
+                        f"does not render image parts: the row has {len(row['images'])} image(s) but its rendering "
+                        f"holds {text.count(token)} {token!r}; expected a template that places {{\"type\": \"image\"}} "
+                        "content parts (the processor's chat_template).")
+
+
+def _check_image_tokens(rows, config) -> None:
+    """A --max_length (or --max_prompt_length) below a prompt with images would cut image tokens, which the model
+    cannot take: refused at the first such row, with its count."""
+    lengths = rows.lengths
+    if lengths is None or getattr(lengths, "images", None) is None:
+        return
+    for name in ("max_length", "max_prompt_length"):
+        limit = getattr(config, name, None)
+        if not limit:
+            continue
+        over = [i for i in range(len(lengths.prompt)) if lengths.images[i] and lengths.prompt[i] > limit]
+        if over:
+            i = over[0]
+            raise UserError(f"{rows.where(i)}: --{name} {limit} would cut this row's image tokens: its prompt is "
+                            f"{int(lengths.prompt[i])} tokens, {int(lengths.images[i])} of them for its images "
+                            f"({len(over)} row{'s' if len(over) > 1 else ''} like it); expected --{name} of at least "
+                            f"{int(lengths.prompt[over].max())} (or smaller images: --max_pixels).")

@@ -1,0 +1,130 @@
+"""Vision-language models (image-text-to-text): told apart by their config, loaded with their processor, and split
+into the language model, the projector and the vision tower so that each can be trained or frozen.
+
+A model directory whose config.json names an image-text-to-text architecture (transformers' own table) loads with
+`AutoModelForImageTextToText`, and TRL gets its `AutoProcessor` as the processing class: TRL 1.16 then collates
+images itself (SFT, DPO, GRPO, RLOO). Families whose processor transformers 5.23 builds only with torchvision
+(Qwen2-VL, Qwen2.5-VL, Qwen3-VL, SmolVLM2: a video processor) are refused in the check phase when it is missing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import re
+
+from utils.core.errors import UserError
+
+log = logging.getLogger(__name__)
+
+# The parts of a vision-language model besides its language model, by the attribute names the families use.
+VISION_TOWERS = ("vision_tower", "vision_model", "visual", "vision_encoder", "image_encoder")
+PROJECTORS = ("multi_modal_projector", "connector", "mm_projector", "merger", "aligner", "embed_vision")
+NEEDS_TORCHVISION = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "smolvlm", "glm4v", "internvl")
+
+
+def model_type(path: str) -> str | None:
+    """config.json's model_type of a model directory (None: no readable config there)."""
+    config = os.path.join(os.path.expanduser(path), "config.json")
+    try:
+        with open(config, encoding="utf-8") as f:
+            return json.load(f).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def is_vlm(path: str) -> bool:
+    """The directory holds an image-text-to-text model (its config has a vision part and transformers maps its type
+    to AutoModelForImageTextToText)."""
+    kind = model_type(path)
+    if kind is None:
+        return False
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+    return kind in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+
+def load_processor(path: str, trust_remote_code: bool = False, max_pixels: int | None = None):
+    """The model's AutoProcessor (tokenizer + image processor), its tokenizer's pad token repaired; refused with what
+    to install when the family needs torchvision; `max_pixels` bounds the image size it resizes to."""
+    from transformers import AutoProcessor
+
+    from utils.model.loading import load_tokenizer
+
+    kind = model_type(path)
+    if kind in NEEDS_TORCHVISION and importlib.util.find_spec("torchvision") is None:
+        raise UserError(f"The model at {path!r} ({kind}) needs torchvision for its processor (transformers builds "
+                        "its video processor only with it): pip install torchvision, the build that matches your "
+                        "torch (pip install 'torchvision==<the version paired with your torch>'); docs/vision.md.")
+    try:
+        processor = AutoProcessor.from_pretrained(os.path.expanduser(path), trust_remote_code=trust_remote_code)
+    except Exception as e:  # OSError, ValueError, ImportError: what a processor that cannot be built raises
+        raise UserError(f"Could not load the processor of the vision-language model at {path!r}: "
+                        f"{type(e).__name__}: {e}; expected the processor saved beside the model "
+                        "(processor.save_pretrained(DIR)).") from e
+    if getattr(processor, "image_processor", None) is None:
+        raise UserError(f"The processor at {path!r} has no image processor; expected the processor of a "
+                        "vision-language model.")
+    tokenizer = load_tokenizer(path, trust_remote_code)  # the same files, with the pad-token repair
+    processor.tokenizer = tokenizer
+    if max_pixels:
+        bound_pixels(processor.image_processor, max_pixels)
+    return processor
+
+
+def bound_pixels(image_processor, max_pixels: int) -> None:
+    """Images resized to at most `max_pixels` pixels: the processor's own option where it has one (Qwen-style
+    `max_pixels`), else its longest-edge bound (`size`) scaled down."""
+    if hasattr(image_processor, "max_pixels"):
+        image_processor.max_pixels = max_pixels
+        return
+    size = dict(getattr(image_processor, "size", None) or {})
+    edge = int(max_pixels ** 0.5)
+    for key in ("longest_edge", "height", "width", "shortest_edge"):
+        if key in size and size[key] > edge:
+            size[key] = edge
+    image_processor.size = size
+
+
+def parts(model) -> dict[str, str]:
+    """The module names of the language model, the projector and the vision tower of a loaded model."""
+    decoder = model.get_decoder()
+    out = {}
+    for name, module in model.named_modules():
+        last = name.rsplit(".", 1)[-1]
+        if module is decoder and "language" not in out:
+            out["language"] = name
+        elif last in VISION_TOWERS and "vision" not in out:
+            out["vision"] = name
+        elif last in PROJECTORS and "projector" not in out and not name.startswith(out.get("vision", "\0") + "."):
+            out["projector"] = name
+    return out
+
+
+def lora_targets(model, vision_tower: bool) -> str:
+    """peft's `target_modules` regex: every linear layer of the language model (and of the vision tower when it is
+    trained), never the output head or the projector."""
+    import torch
+
+    where = parts(model)
+    under = [where["language"]] + ([where["vision"]] if vision_tower and "vision" in where else [])
+    names = set()
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) and any(name.startswith(u + ".") for u in under):
+            names.add(name.rsplit(".", 1)[-1])
+    prefixes = "|".join(re.escape(u) for u in under)
+    return rf"^({prefixes})\..*\.({'|'.join(sorted(map(re.escape, names)))})$"
+
+
+def freeze(model, common) -> list[str]:
+    """Full fine-tuning: the vision tower and the projector frozen unless --freeze_vision_tower false /
+    --freeze_multi_modal_projector false. Returns the parts frozen, for the log."""
+    where, frozen = parts(model), []
+    for part, keep in (("vision", common.freeze_vision_tower), ("projector", common.freeze_multi_modal_projector)):
+        if keep and part in where:
+            for p in model.get_submodule(where[part]).parameters():
+                p.requires_grad_(False)
+            frozen.append(where[part])
+    return frozen
