@@ -49,4 +49,4 @@ def check(common, config, columns) -> None:
                                "--precompute_ref_log_probs false", "--precompute_ref_log_probs true")
 
 
-METHOD = Method("KTO", KTOArgs, trainer, data="kto", check=check)
+METHOD = Method("KTO", KTOArgs, trainer, data="kto", check=check, vision=("precompute_ref_log_probs",))

@@ -45,9 +45,21 @@ class ProcessorText:
         return self.tokenizer(texts, add_special_tokens=add_special_tokens)
 
     def image_tokens(self, text: str, images: list, special: bool) -> int:
-        """Tokens the images of one rendered prompt add (the processor expands each placeholder)."""
+        """Tokens the images of one rendered prompt add (the processor expands each placeholder). BadRow when the
+        chat template dropped the image parts (a text-only template renders none) or the processor refuses them."""
+        from utils.data.schemas import BadRow, one_line
+
+        token = getattr(self.processor, "boi_token", None) or getattr(self.processor, "image_token", None)
+        if token and text.count(token) < len(images):
+            raise BadRow(f"the chat template of {self.name_or_path or 'the model'} does not render image parts: the "
+                         f"row has {len(images)} image(s) but its rendering holds {text.count(token)} {token!r}",
+                         'a template that places {"type": "image"} content parts (the processor\'s chat template)')
         plain = len(self.tokenizer(text, add_special_tokens=special)["input_ids"])
-        full = self.processor(text=[text], images=[images], add_special_tokens=special)["input_ids"][0]
+        try:
+            full = self.processor(text=[text], images=[images], add_special_tokens=special)["input_ids"][0]
+        except (ValueError, OSError, TypeError) as e:
+            raise BadRow(f"the processor of {self.name_or_path or 'the model'} refused the row's images: "
+                         f"{type(e).__name__}: {one_line(e)}", "images and placeholders the processor takes") from e
         return len(full) - plain
 
 
@@ -77,7 +89,6 @@ def check_vision(method, common, config, rows: dict, processor, explicit: set) -
                                 f"support it for vision-language models; expected --{name} false (or no flag).")
             setattr(config, name, False)
             log.info("--%s switched off: TRL 1.16 does not support it with images", name)
-    _check_template(first, processor)
     for r in with_images:
         _check_image_tokens(r, config)
 
@@ -88,19 +99,6 @@ def _first_image_row(rows) -> tuple[int, dict]:
             if row.get("images"):
                 return start + i, row
     raise AssertionError("rows.images is set but no row has images")
-
-
-def _check_template(rows, processor) -> None:
-    """The chat template renders one image token per image part (a text-only template drops them silently)."""
-    i, row = _first_image_row(rows)
-    convo = [m for f in ("prompt", "messages") if isinstance(row.get(f), list) for m in row[f]]
-    text = ProcessorText(processor).apply_chat_template(convo)
-    token = getattr(processor, "image_token", None) or getattr(processor, "boi_token", None) or "<image>"
-    if text.count(token) < len(row["images"]):
-        raise UserError(f"{rows.where(i)}: the chat template of {ProcessorText(processor).name_or_path or 'the model'} "
-                        f"does not render image parts: the row has {len(row['images'])} image(s) but its rendering "
-                        f"holds {text.count(token)} {token!r}; expected a template that places {{\"type\": \"image\"}} "
-                        "content parts (the processor's chat_template).")
 
 
 def _check_image_tokens(rows, config) -> None:

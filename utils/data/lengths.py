@@ -105,16 +105,25 @@ def measure(rows, tokenizer, what: str = "train_data_path") -> Lengths:
             else:
                 out += [n + 1 for n in _count(tokenizer, column, special=False)]  # + EOS
         if expand is not None:  # each image placeholder becomes the processor's image tokens (images in prompts only)
-            extra = [expand(p, row["images"], not rows.conversational) if row.get("images") else 0
-                     for p, row in zip(prompts, batch)]
+            extra = [_expand(expand, p, row, rows, start + i) for i, (p, row) in enumerate(zip(prompts, batch))]
             plen = [n + e for n, e in zip(plen, extra)]
-            pictures += extra
+            pictures += [e + len(row.get("images") or []) for e, row in zip(extra, batch)]  # + the placeholders
         prompt += plen
     arr = (lambda x: np.asarray(x, dtype=np.int64))
     rows.lengths = Lengths(arr(prompt), arr(first) if fields else None,
                            arr(second) if fields and len(fields) > 1 else None,
                            has_prompt=has_prompt, images=arr(pictures) if expand is not None else None)
     return rows.lengths
+
+
+def _expand(expand, prompt: str, row: dict, rows, i: int) -> int:
+    """The tokens row `i`'s images add to its prompt (0 without images)."""
+    if not row.get("images"):
+        return 0
+    try:
+        return expand(prompt, row["images"], not rows.conversational)
+    except BadRow as e:
+        raise UserError(f"{rows.where(i)}: {e.what}; expected {e.expected}.") from None
 
 
 def _count(tokenizer, texts: list[str], special: bool) -> list[int]:

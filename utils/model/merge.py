@@ -66,6 +66,10 @@ def merge(args) -> str:
     merged = model.merge_and_unload()
     merged.save_pretrained(args.output_dir, safe_serialization=True)
     tokenizer.save_pretrained(args.output_dir)
+    from utils.model.vision import is_vlm, load_processor
+
+    if is_vlm(base):  # a vision-language model: its processor (image processor + template) goes with it
+        load_processor(model_paths(adapter, base)[1], args.trust_remote_code).save_pretrained(args.output_dir)
     log.info("merged %s (%s) into %s -> %s", adapter, head, base, args.output_dir)
     return args.output_dir
 
