@@ -24,6 +24,13 @@ def processor_for(common, config):
     return load_processor(common.model_name_or_path, config.trust_remote_code, common.max_pixels)
 
 
+def refuse_images_for_text_model(dataset, processor, model: str, what: str) -> None:
+    """Sampling commands (evaluation, rejection sampling): prompts with images need a vision-language model."""
+    if processor is None and "images" in dataset.column_names and any(dataset["images"]):
+        raise UserError(f"--{what} has prompts with images but the model at {model!r} is a text-only model (its "
+                        "config names no vision part); expected a vision-language model, or prompts without images.")
+
+
 class ProcessorText:
     """What utils.data.lengths renders and counts with, for a vision-language model: the processor's chat template
     over the stored rows (each `<image>` an image part), its tokenizer's counts, plus each row's image tokens."""

@@ -180,10 +180,11 @@ def train_and_eval(common, method, tokenizer, rows: dict, config=None, processor
 
 
 def load_dataset_checked(paths, kind: str, tokenizer=None, *, what: str = "train_data_path",
-                         options: DataOptions | None = None, seed: int = 0):
-    """The datasets.Dataset of `paths` for `kind`, every row checked (with a tokenizer: rendered and counted too).
-    Raises UserError 'FILE:LINE: what is wrong; expected ...' on the first problem."""
-    return prepare(paths, kind, tokenizer, what, options or DataOptions(), seed)[1]
+                         options: DataOptions | None = None, seed: int = 0, processor=None):
+    """The datasets.Dataset of `paths` for `kind`, every row checked (with a tokenizer: rendered and counted too;
+    with a vision-language model's processor: their images too). Raises UserError 'FILE:LINE: what is wrong;
+    expected ...' on the first problem."""
+    return prepare(paths, kind, tokenizer, what, options or DataOptions(), seed, processor=processor)[1]
 
 
 def _say(line: str) -> None:

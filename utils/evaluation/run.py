@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 from utils.sampling import generation
 from utils.sampling.tool_loop import check_tools
+from utils.cli.vision_checks import refuse_images_for_text_model
 from utils.core.errors import CommandParser, UserError, run_command
 
 
@@ -66,6 +67,7 @@ class Side:
     path: str
     base: str | None  # an adapter's base given explicitly (else the one its config names)
     tokenizer: object
+    processor: object = None  # a vision-language model's: its prompts are sampled with their images
 
 
 @dataclass
@@ -80,11 +82,13 @@ class Plan:
     rewards: object  # utils.model.rewards.RewardSources
     same_vocab: bool  # KL and implied rewards need one tokenizer
     tools: list | None = None  # --tools, imported and checked (utils/sampling/tool_loop.py calls them)
+    images: bool = False  # the prompts have images (vision-language models)
 
     @property
     def kl(self) -> bool:
-        """The KL is computed: one vocabulary, and completions the model wrote alone (no tool results in them)."""
-        return self.same_vocab and not self.tools
+        """The KL is computed: one vocabulary, and completions the model wrote alone (no tool results in them), from
+        prompts without images (the log-probs are scored on text alone)."""
+        return self.same_vocab and not self.tools and not self.images
 
 
 def check(a: argparse.Namespace, model_tokenizer=None, baseline_tokenizer=None, rewards=None,
@@ -117,18 +121,30 @@ def check(a: argparse.Namespace, model_tokenizer=None, baseline_tokenizer=None, 
                                   "Merge it into a full model first (python -m utils.merge).")
     model_tokenizer = model_tokenizer or load_tokenizer(generation.model_paths(a.model_name_or_path, base)[1], trc)
     baseline_tokenizer = baseline_tokenizer or load_tokenizer(generation.model_paths(baseline)[1], trc)
-    data, preference = _load(a.eval_data_path, model_tokenizer, what)
+    processors = [_processor(p, trc) for p in ((a.model_name_or_path, base), (baseline, None))]
+    data, preference = _load(a.eval_data_path, model_tokenizer, what, processors[0])
     if not _same_tokenizer(model_tokenizer, baseline_tokenizer):  # the baseline's chat template renders them too
-        _load(a.eval_data_path, baseline_tokenizer, what)
+        _load(a.eval_data_path, baseline_tokenizer, what, processors[1])
+    for side, processor in zip((base or a.model_name_or_path, baseline), processors):
+        refuse_images_for_text_model(data, processor, side, what)
     rewards = rewards or check_reward_sources(a.reward_model_path, a.reward_funcs, a.reward_weights, trc)
     same_vocab = model_tokenizer.get_vocab() == baseline_tokenizer.get_vocab()
-    return Plan(a, Side(a.model_name_or_path, a.base_model_name_or_path, model_tokenizer),
-                Side(baseline, None, baseline_tokenizer), data, preference, rewards, same_vocab,
-                check_tools(a, preference, data, model_tokenizer, baseline_tokenizer))
+    return Plan(a, Side(a.model_name_or_path, a.base_model_name_or_path, model_tokenizer, processors[0]),
+                Side(baseline, None, baseline_tokenizer, processors[1]), data, preference, rewards, same_vocab,
+                check_tools(a, preference, data, model_tokenizer, baseline_tokenizer),
+                "images" in data.column_names and any(data["images"]))
 
 
+def _processor(paths: tuple, trust_remote_code: bool):
+    """A vision-language model's processor (from beside an adapter when saved there), else None."""
+    from utils.model.vision import is_vlm, load_processor
 
-def _load(path: str, tokenizer, what: str):
+    path, base = paths
+    base, where = generation.model_paths(path, base)
+    return load_processor(where, trust_remote_code) if is_vlm(base) else None
+
+
+def _load(path: str, tokenizer, what: str, processor=None):
     """(dataset, whether it holds preference pairs): prompt rows, or preference rows (their prompts are sampled
     from; chosen / rejected give the pairwise accuracies), checked as such."""
     from utils.data.loading import check_rows, prepare
@@ -140,9 +156,9 @@ def _load(path: str, tokenizer, what: str):
     except UserError as e:  # perhaps a preference format without a `prompt` field of its own
         rows, not_prompts = None, e
     if rows is not None and not {"chosen", "rejected"} <= set(rows.columns):
-        return prepare(path, "prompt", tokenizer, what, options, rows=rows)[1], False
+        return prepare(path, "prompt", tokenizer, what, options, rows=rows, processor=processor)[1], False
     try:
-        return prepare(path, "preference", tokenizer, what, options)[1], True
+        return prepare(path, "preference", tokenizer, what, options, processor=processor)[1], True
     except UserError:
         if not_prompts is not None:
             raise not_prompts from None

@@ -51,6 +51,8 @@ def _one_side(plan, side, chunks, rows, device, own: dict | None) -> dict:
         settings = dict(num_samples=a.num_samples, max_new_tokens=a.max_new_tokens, temperature=a.temperature,
                         top_p=a.top_p, top_k=a.top_k, seed=_seed(a, chunk))
         prompts = [rows[i]["prompt"] for i in chunk]
+        if plan.images:  # a vision-language model: the prompts with their images
+            settings.update(processor=side.processor, images=[rows[i]["images"] for i in chunk])
         groups = (sample_with_tools(model, side.tokenizer, prompts, tools, max_iterations=a.max_tool_calling_iterations,
                                     **settings) if tools else generation.generate(model, side.tokenizer, prompts,
                                                                                   **settings))
@@ -61,7 +63,7 @@ def _one_side(plan, side, chunks, rows, device, own: dict | None) -> dict:
                                                    a.temperature, batch_size=a.batch_size * a.num_samples)
             k = a.num_samples
             out["logps"].update({i: logps[j * k:(j + 1) * k] for j, i in enumerate(chunk)})
-        if plan.preference and plan.same_vocab:
+        if plan.preference and plan.same_vocab and not plan.images:
             tok = plan.model.tokenizer  # one tokenization, fed to both models
             pairs = [_pair_ids(rows[i]["prompt"], rows[i][key], tok) for i in chunk for key in ("chosen", "rejected")]
             sums = [sum(x) for x in generation.completion_logprobs(model, pairs, 1.0, batch_size=2 * a.batch_size)]
@@ -133,7 +135,7 @@ def evaluate_chunks(plan, chunks: list[list[int]], device) -> list[dict]:
                 record["kl"] = [sum(ratios), len(ratios)]
             if plan.preference:
                 record["pair"] = {"chosen_score": pair_scores[2 * j], "rejected_score": pair_scores[2 * j + 1]}
-                if plan.same_vocab:
+                if plan.same_vocab and not plan.images:
                     (mc, mr), (bc, br) = mine["pairs"][i], theirs["pairs"][i]
                     record["pair"].update(chosen_logratio=mc - bc, rejected_logratio=mr - br)
             records.append(record)

@@ -72,6 +72,7 @@ def summarize(records: list[dict], a, plan) -> dict:
     else:
         out["kl_per_token"] = None
         out["kl_note"] = ("not computed: the completions hold tool results the models did not write" if plan.tools
+                          else "not computed for prompts with images" if plan.images
                           else "not computed: the model's and the baseline's tokenizers differ")
     if plan.tools:
         out["tools"] = {side: _tool_rates([s for r in records for s in r[side]], a)

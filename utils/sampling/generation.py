@@ -111,25 +111,46 @@ class Sample:
 
 
 def generate(model, tokenizer, prompts: list, *, num_samples: int, max_new_tokens: int, temperature: float = 1.0,
-             top_p: float = 1.0, top_k: int = 0, seed: int = 0, tools: list | None = None) -> list[list[Sample]]:
+             top_p: float = 1.0, top_k: int = 0, seed: int = 0, tools: list | None = None, processor=None,
+             images: list | None = None) -> list[list[Sample]]:
     """`num_samples` completions for each prompt, sampled in one `generate` call seeded with `seed`; `tools`: the
-    tool schemas the chat template shows (utils/sampling/tool_loop.py calls them)."""
+    tool schemas the chat template shows (utils/sampling/tool_loop.py calls them). A vision-language model's
+    `processor` with `images` (one list of image paths per prompt, maybe empty): the prompts see their images."""
+    settings = dict(num_samples=num_samples, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                    top_k=top_k, seed=seed)
+    if processor is not None and images is not None and any(images):
+        return _sample(model, tokenizer, vision_inputs(processor, prompts, images), **settings)
     texts = [render(p, tokenizer, tools) for p in prompts]
     ids = tokenizer([t for t, _ in texts], add_special_tokens=not texts[0][1])["input_ids"]
-    return generate_ids(model, tokenizer, ids, num_samples=num_samples, max_new_tokens=max_new_tokens,
-                        temperature=temperature, top_p=top_p, top_k=top_k, seed=seed)
+    return generate_ids(model, tokenizer, ids, **settings)
 
 
-def generate_ids(model, tokenizer, prompt_ids: list[list[int]], *, num_samples: int, max_new_tokens: int,
-                 temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, seed: int = 0) -> list[list[Sample]]:
+def vision_inputs(processor, prompts: list, images: list) -> dict:
+    """The model inputs of conversational prompts with their images (left-padded), as TRL's GRPO builds them."""
+    texts = [processor.apply_chat_template([{**m, "content": [{k: v for k, v in part.items() if v is not None}
+                                                              for part in m["content"]]}
+                                            if isinstance(m.get("content"), list) else m for m in prompt],
+                                           add_generation_prompt=True, tokenize=False) for prompt in prompts]
+    return processor(text=texts, images=[i or [] for i in images], padding=True,
+                     padding_side="left", add_special_tokens=False, return_tensors="pt")
+
+
+def generate_ids(model, tokenizer, prompt_ids: list[list[int]], **settings) -> list[list[Sample]]:
     """As `generate`, from prompts already tokenized."""
-    import torch
-
     side, tokenizer.padding_side = tokenizer.padding_side, "left"  # generation continues the prompts' last tokens
     try:
-        enc = tokenizer.pad({"input_ids": prompt_ids}, return_tensors="pt").to(next(model.parameters()).device)
+        enc = tokenizer.pad({"input_ids": prompt_ids}, return_tensors="pt")
     finally:
         tokenizer.padding_side = side
+    return _sample(model, tokenizer, enc, **settings)
+
+
+def _sample(model, tokenizer, enc, *, num_samples: int, max_new_tokens: int, temperature: float = 1.0,
+            top_p: float = 1.0, top_k: int = 0, seed: int = 0) -> list[list[Sample]]:
+    """Sample from the model inputs `enc` (left-padded input ids, attention mask, pixel values, ...)."""
+    import torch
+
+    enc = enc.to(next(model.parameters()).device)
     device = enc["input_ids"].device
     # The caller's random state is left as it was: sampling here does not change what a caller samples next.
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.inference_mode():
@@ -153,10 +174,11 @@ def text_of(sample: Sample, tokenizer) -> str:
     return tokenizer.decode(ids, skip_special_tokens=True)
 
 
-def sample(model, tokenizer, prompts: list, args, seed: int) -> list[list[str]]:
+def sample(model, tokenizer, prompts: list, args, seed: int, processor=None, images=None) -> list[list[str]]:
     """`args.num_samples` completions (text, cut at the first EOS) for each prompt (rejection sampling)."""
     groups = generate(model, tokenizer, prompts, num_samples=args.num_samples, max_new_tokens=args.max_new_tokens,
-                      temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, seed=seed)
+                      temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, seed=seed,
+                      processor=processor, images=images)
     return [[text_of(s, tokenizer) for s in group] for group in groups]
 
 

@@ -86,7 +86,14 @@ def run(args) -> dict:
     # Check phase (no weights): the data with the tokenizer, the reward functions, reward-model tokenizers.
     tokenizer = load_tokenizer(model_paths(args)[1], args.trust_remote_code)
     tokenizer.padding_side = "left"  # generation continues the prompts' last tokens
-    data = load_dataset_checked(args.train_data_path, "prompt", tokenizer, what="train_data_path")
+    from utils.model.vision import is_vlm, load_processor
+
+    base, where = model_paths(args)
+    processor = load_processor(where, args.trust_remote_code) if is_vlm(base) else None  # prompts with images
+    data = load_dataset_checked(args.train_data_path, "prompt", tokenizer, what="train_data_path", processor=processor)
+    from utils.cli.vision_checks import refuse_images_for_text_model
+
+    refuse_images_for_text_model(data, processor, base, "train_data_path")
     checked = check_reward_sources(args.reward_model_path, args.reward_funcs, args.reward_weights,
                                    args.trust_remote_code)
     outputs = Outputs(args)
@@ -110,7 +117,8 @@ def run(args) -> dict:
             idx = list(range(chunk * args.batch_size, min((chunk + 1) * args.batch_size, len(data))))
             rows = data.select(idx)
             chunk_prompts = list(rows["prompt"])
-            groups = generation.sample(model, tokenizer, chunk_prompts, args, seed=args.seed * 1_000_003 + chunk)
+            groups = generation.sample(model, tokenizer, chunk_prompts, args, seed=args.seed * 1_000_003 + chunk,
+                                       processor=processor, images=rows["images"] if "images" in extra else None)
             n = args.num_samples
             prompts = [p for p in chunk_prompts for _ in range(n)]
             completions = [as_completion(c, p) for p, g in zip(chunk_prompts, groups) for c in g]
@@ -119,8 +127,9 @@ def run(args) -> dict:
             for k, i in enumerate(idx):
                 if i not in wanted:
                     continue
+                shown = {"images": columns["images"][k * n]} if "images" in columns else {}
                 outputs.add(i, [{"index": i, "sample": j, "prompt": prompts[s], "completion": completions[s],
-                                 "score": None if math.isnan(totals[s]) else totals[s], "rewards": details[s]}
+                                 "score": None if math.isnan(totals[s]) else totals[s], "rewards": details[s], **shown}
                                 for j, s in enumerate(range(k * n, (k + 1) * n))])
                 bar.update(1)
     finally:

@@ -27,13 +27,14 @@ def select(rows: list[dict], min_score, min_margin) -> tuple[dict | None, dict |
     best = max(scored, key=lambda r: r["score"])  # first of equals: deterministic
     worst = min(scored, key=lambda r: r["score"])
     prompt = rows[0]["prompt"]
+    images = {"images": rows[0]["images"]} if rows[0].get("images") else {}  # a vision-language model's prompts
     best_row = None
     if min_score is None or best["score"] >= min_score:
-        best_row = {"prompt": prompt, "completion": best["completion"]}
+        best_row = {"prompt": prompt, "completion": best["completion"], **images}
     gap = best["score"] - worst["score"]
     pair_row = None
     if gap > 0 and gap >= min_margin and best["completion"] != worst["completion"]:
-        pair_row = {"prompt": prompt, "chosen": best["completion"], "rejected": worst["completion"]}
+        pair_row = {"prompt": prompt, "chosen": best["completion"], "rejected": worst["completion"], **images}
     return best_row, pair_row
 
 
