@@ -96,8 +96,22 @@ def check_vision(method, common, config, rows: dict, processor, explicit: set) -
                                 f"support it for vision-language models; expected --{name} false (or no flag).")
             setattr(config, name, False)
             log.info("--%s switched off: TRL 1.16 does not support it with images", name)
+    if config_masks(config) and "messages" in first.columns:
+        from utils.data.chat_masks import trl_masks_template
+
+        if not trl_masks_template(processor):
+            raise UserError(f"{first.path}: the chat template of {common.model_name_or_path} has no {{% generation %}} "
+                            "markers and TRL 1.16 cannot add them, so with images the loss cannot be kept to the "
+                            "assistant's turns of `messages` rows; expected prompt + completion rows (the loss then "
+                            "covers the completion), a template with the markers (--chat_template_path), or "
+                            "--assistant_only_loss false (the loss then covers every token).")
     for r in with_images:
         _check_image_tokens(r, config)
+
+
+def config_masks(config) -> bool:
+    """Assistant-only loss asked for, or left to the data (SFT's None: on for `messages` rows)."""
+    return getattr(config, "assistant_only_loss", False) is not False and hasattr(config, "assistant_only_loss")
 
 
 def _first_image_row(rows) -> tuple[int, dict]:

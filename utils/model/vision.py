@@ -70,22 +70,27 @@ def load_processor(path: str, trust_remote_code: bool = False, max_pixels: int |
     tokenizer = load_tokenizer(path, trust_remote_code)  # the same files, with the pad-token repair
     processor.tokenizer = tokenizer
     if max_pixels:
-        bound_pixels(processor.image_processor, max_pixels)
+        bound_pixels(processor.image_processor, max_pixels, path)
     return processor
 
 
-def bound_pixels(image_processor, max_pixels: int) -> None:
-    """Images resized to at most `max_pixels` pixels: the processor's own option where it has one (Qwen-style
-    `max_pixels`), else its longest-edge bound (`size`) scaled down."""
+def bound_pixels(image_processor, max_pixels: int, path: str) -> None:
+    """Images resized to at most `max_pixels` pixels: the processor's own option where it has one (Qwen-VL's
+    `max_pixels`); for processors that split images into tiles (Idefics3 / SmolVLM), fewer tiles. A processor that
+    resizes every image to one fixed size (LLaVA, Gemma 3) has nothing to bound: refused."""
     if hasattr(image_processor, "max_pixels"):
         image_processor.max_pixels = max_pixels
         return
-    size = dict(getattr(image_processor, "size", None) or {})
-    edge = int(max_pixels ** 0.5)
-    for key in ("longest_edge", "height", "width", "shortest_edge"):
-        if key in size and size[key] > edge:
-            size[key] = edge
-    image_processor.size = size
+    size, tile = getattr(image_processor, "size", None), (getattr(image_processor, "max_image_size", None) or {})
+    if getattr(size, "longest_edge", None) and tile.get("longest_edge"):
+        edge = max(tile["longest_edge"], int(max_pixels ** 0.5) // tile["longest_edge"] * tile["longest_edge"])
+        size.longest_edge = min(size.longest_edge, edge)
+        return
+    fixed = getattr(image_processor, "crop_size", None) or size
+    shape = f"{getattr(fixed, 'height', '?')} x {getattr(fixed, 'width', '?')}"
+    raise UserError(f"--max_pixels {max_pixels}: the processor of the model at {path!r} ({type(image_processor).__name__}) "
+                    f"resizes every image to one fixed size ({shape} pixels), so image size does not change the "
+                    "tokens an image costs; leave --max_pixels out.")
 
 
 def parts(model) -> dict[str, str]:
