@@ -116,6 +116,15 @@ def tiny_nopad_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_vlms(tmp_path_factory) -> dict:
+    """family -> directory of a tiny vision-language model with its processor (utils/toy/vision.py)."""
+    from utils.toy.vision import VISION_FAMILIES, make_tiny_vlm
+
+    root = tmp_path_factory.mktemp("tiny_vlms")
+    return {f: make_tiny_vlm(str(root / f), f) for f in VISION_FAMILIES}
+
+
+@pytest.fixture(scope="session")
 def data_dir(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("data")
     pairs = addition_pairs(64, seed=1)
