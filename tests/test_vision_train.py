@@ -130,9 +130,9 @@ def test_a_tiny_vlm_learns_colours_by_sft_then_grpo(tiny_vlms, tmp_path):
                     "--output_dir", tmp_path / "sft", "--num_train_epochs", "8", "--learning_rate", "3e-3",
                     "--per_device_train_batch_size", "8", *common) == 0
     assert run_main("--rlhf_type", "GRPO", "--model_name_or_path", tmp_path / "sft", "--train_data_path",
-                    files["prompts"], "--reward_funcs", reward, "--output_dir", tmp_path / "grpo", "--max_steps", "40",
+                    files["prompts"], "--reward_funcs", reward, "--output_dir", tmp_path / "grpo", "--max_steps", "80",
                     "--learning_rate", "1e-3", "--num_generations", "4", "--per_device_train_batch_size", "8",
-                    "--max_completion_length", "4", *common) == 0
+                    "--max_completion_length", "4", "--temperature", "0.5", *common) == 0
     result = evaluate(["--model_name_or_path", str(tmp_path / "grpo"), "--baseline_model_name_or_path",
                        str(tmp_path / "sft"), "--eval_data_path", files["heldout"], "--reward_funcs", reward,
                        "--num_samples", "4", "--max_new_tokens", "4", "--temperature", "0.5",
