@@ -7,7 +7,15 @@ repair, no callbacks, no extra saving). It takes the same flags as main_train.py
 
 `--defaults trl`: TRL's config defaults, except bf16=False (TRL's default, bf16 on whenever fp16 is off,
 refuses to start on a CPU). `--defaults ours`: every field whose class default differs between our
-config (rlhf_args/) and TRL's takes ours; used to measure the wrapper's own overhead at equal settings.
+config (rlhf_args/) and TRL's takes ours; used to measure the wrapper's own overhead at equal settings. With
+ours, also what our defaults resolve to at run time: bf16 where the hardware has it (on a CPU with `use_cpu`), the
+weights in float32 for a full fine-tune and in the compute dtype for a LoRA base (utils/model/dtype.py; a Reward
+LoRA base stays float32: TRL 1.16 fails on a bfloat16 base under a float32 score head, which the wrapper repairs),
+SFT's assistant-only loss on for `messages` rows, and the options TRL refuses with images switched off.
+
+Vision-language models (a config transformers maps to AutoModelForImageTextToText): loaded with that class, TRL
+gets the AutoProcessor, LoRA targets the language model's linear layers (utils/model/vision.lora_targets), and the
+rows come from `--trl_data_path` (the same rows in TRL's form: bench/vlm_jobs.py).
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ class Bare:
     defaults: str = "trl"
     train_mode: str = "full"
     reward_funcs: list[str] = field(default_factory=list)
+    trl_data_path: str | None = None
 
 
 def _load(spec: str):
@@ -70,39 +79,77 @@ def our_values(trl_config, ours) -> dict:
     return out
 
 
+def _flag(name: str) -> str | None:
+    return sys.argv[sys.argv.index(f"--{name}") + 1] if f"--{name}" in sys.argv else None
+
+
+def language_targets(model) -> str:
+    """peft's target_modules for a vision-language model: every linear layer of its language model."""
+    import re
+
+    import torch
+
+    decoder = model.get_decoder()
+    where = next(name for name, module in model.named_modules() if module is decoder)
+    names = {name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+             if isinstance(module, torch.nn.Linear) and name.startswith(where + ".")}
+    return rf"^({re.escape(where)})\..*\.({'|'.join(sorted(map(re.escape, names)))})$"
+
+
 def main() -> None:
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, HfArgumentParser
+    import importlib
+
+    import torch
+    from datasets import load_dataset
+    from transformers import (AutoModelForCausalLM, AutoModelForImageTextToText, AutoModelForSequenceClassification,
+                              AutoProcessor, AutoTokenizer, HfArgumentParser)
+
+    from utils.model.dtype import bf16_supported
+    from utils.model.vision import is_vlm
 
     rlhf_type = sys.argv[sys.argv.index("--rlhf_type") + 1]
     config_spec, trainer_spec, ours_spec = TRL[rlhf_type]
     config_cls = _load(config_spec)
     given = {a[2:] for a in sys.argv if a.startswith("--")}
+    train = load_dataset("json", data_files=_flag("trl_data_path") or _flag("train_data_path"), split="train")
+    images = "images" in train.column_names
+    ours = _flag("defaults") != "trl"
     values = our_values(config_cls, _load(ours_spec))
-    if "--defaults" in sys.argv and sys.argv[sys.argv.index("--defaults") + 1] == "trl":
+    if not ours:
         values = {k: v for k, v in values.items() if k in LOSS_FIELDS}  # TRL's defaults, the method's own loss
+    else:
+        if rlhf_type == "SFT":  # rlhf_args/sft.py check(): decided by the data
+            values["assistant_only_loss"] = "messages" in train.column_names
+        if images:  # utils/cli/vision_checks.py: what TRL refuses with images, switched off
+            method = getattr(importlib.import_module(ours_spec.split(":")[0]), "METHOD", None)
+            values.update({name: False for name in getattr(method, "vision", None) or ()})
+    # bf16: ours where the hardware has it (rlhf_args/base.py); TRL's default (on) refuses to build on a CPU.
+    bf16 = _flag("bf16") == "true" if "bf16" in given else ours and bf16_supported()
+    argv = sys.argv[1:] + (["--bf16", str(bf16).lower()] if "bf16" not in given else [])
+    if bf16 and not torch.cuda.is_available() and "use_cpu" not in given:
+        argv += ["--use_cpu", "true"]
     # Our values become flags (the job's own flags win), so that TRL's __post_init__ sees them as a user's would.
-    # bf16 false: TRL's default (on) makes the config refuse to build on a CPU.
-    argv = sys.argv[1:] + ["--bf16", "false"]
     for key, value in values.items():
         if key not in given and value is not None:
             items = value if isinstance(value, list) else [value]
             argv += [f"--{key}", *[str(v).lower() if isinstance(v, bool) else str(v) for v in items]]
     bare, config = HfArgumentParser([Bare, config_cls]).parse_args_into_dataclasses(argv)
 
-    tokenizer = AutoTokenizer.from_pretrained(bare.model_name_or_path)
+    path, vlm = bare.model_name_or_path, is_vlm(bare.model_name_or_path)
+    frozen = torch.bfloat16 if bf16 else torch.float32  # utils/model/dtype.py: --dtype auto
+    weights = frozen if bare.train_mode != "full" and rlhf_type != "Reward" else torch.float32
+    tokenizer = AutoProcessor.from_pretrained(path) if vlm else AutoTokenizer.from_pretrained(path)
     if rlhf_type == "Reward":
-        model = AutoModelForSequenceClassification.from_pretrained(bare.model_name_or_path, num_labels=1)
+        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=weights)
         model.config.pad_token_id = tokenizer.pad_token_id
     else:
-        model = AutoModelForCausalLM.from_pretrained(bare.model_name_or_path)
-    from datasets import load_dataset
-
-    train = load_dataset("json", data_files=bare.train_data_path, split="train")
+        model = (AutoModelForImageTextToText if vlm else AutoModelForCausalLM).from_pretrained(path, dtype=weights)
     kwargs = dict(model=model, args=config, train_dataset=train, processing_class=tokenizer)
     if bare.train_mode != "full":
         from peft import LoraConfig
 
-        kwargs["peft_config"] = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear",
+        kwargs["peft_config"] = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05,
+                                           target_modules=language_targets(model) if vlm else "all-linear",
                                            task_type="SEQ_CLS" if rlhf_type == "Reward" else "CAUSAL_LM")
     if bare.reward_funcs:
         import importlib.util
@@ -113,7 +160,7 @@ def main() -> None:
         spec.loader.exec_module(module)
         kwargs["reward_funcs"] = [getattr(module, name)]
     if rlhf_type == "GKD":
-        kwargs["teacher_model"] = AutoModelForCausalLM.from_pretrained(config.teacher_model_name_or_path)
+        kwargs["teacher_model"] = AutoModelForCausalLM.from_pretrained(config.teacher_model_name_or_path, dtype=frozen)
     trainer = _load(trainer_spec)(**kwargs)
     trainer.train()
     trainer.save_model(config.output_dir)

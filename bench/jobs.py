@@ -30,6 +30,7 @@ ENV = dict(os.environ, CUDA_VISIBLE_DEVICES="", TOKENIZERS_PARALLELISM="false", 
 SIZES = {"0.2M": dict(hidden_size=64, num_layers=2, vocab_size=1024),
          "3.5M": dict(hidden_size=256, num_layers=5, vocab_size=1024), "smollm2": None}
 REAL = "smollm2"
+VLM = "vlm"  # vision-language jobs (methods VLM-*): bench/vlm_jobs.py
 COMPLETION_TOKENS = 128  # online methods: tokens sampled per completion (prompt ~50 tokens -> ~180 in all)
 REAL_COMPLETION_TOKENS = 32  # the same at the real size (prompts 60-100 tokens)
 BATCH = 4
@@ -77,7 +78,29 @@ def completion_tokens(size: str) -> int:
     return REAL_COMPLETION_TOKENS if size == REAL else COMPLETION_TOKENS
 
 
+def runs(method: str, size: str) -> bool:
+    """The method exists at that size: VLM-* methods at the "vlm" size only, the others at the text sizes."""
+    return method.startswith("VLM-") == (size == VLM)
+
+
+def data_kind(method: str) -> str:
+    import vlm_jobs
+
+    return (vlm_jobs.METHODS.get(method) or METHODS.get(method) or ("",))[0]
+
+
+def bare_flags(method: str) -> list[str]:
+    """Flags the bare script alone gets (VLM jobs: the same rows in TRL's form)."""
+    import vlm_jobs
+
+    return vlm_jobs.bare_flags(method) if method in vlm_jobs.METHODS else []
+
+
 def job_flags(method: str, size: str, steps: int, out_dir: Path) -> list[str]:
+    if size == VLM:
+        import vlm_jobs
+
+        return vlm_jobs.job_flags(method, steps, out_dir, BATCH)
     kind, mode, extra = METHODS[method]
     extra = [str(completion_tokens(size)) if a == str(COMPLETION_TOKENS) else a for a in extra]
     model = model_path(size)
@@ -106,6 +129,10 @@ def build(n_rows: int = 64, sizes=("0.2M", "3.5M")) -> None:
     real model's chat data when asked for."""
     from utils.toy.tiny_model import make_tiny
 
+    if VLM in sizes:
+        import vlm_jobs
+
+        vlm_jobs.build(n_rows)
     if REAL in sizes:
         import real_data
 
@@ -154,6 +181,10 @@ def n_params(size: str) -> tuple[int, int, int, int]:
     """(parameters doing matmuls = all but the input embedding, layers, hidden size, all parameters)."""
     from transformers import AutoConfig
 
+    if size == VLM:
+        import vlm_jobs
+
+        return vlm_jobs.n_params()
     c = AutoConfig.from_pretrained(model_path(size))
     h, layers, v = c.hidden_size, c.num_hidden_layers, c.vocab_size
     kv = c.num_key_value_heads * (h // c.num_attention_heads)
@@ -167,6 +198,10 @@ def seq_tokens(method: str, size: str = "3.5M") -> float:
     """Mean tokens one batch row puts through the policy per step (prompt + completion(s))."""
     from transformers import AutoTokenizer
 
+    if size == VLM:
+        import vlm_jobs
+
+        return vlm_jobs.seq_tokens(method)
     if size == REAL:  # counted after the chat template by bench/real_data.py; online: prompt + the longest completion
         t = json.loads((data_dir(REAL) / "tokens.json").read_text())
         kind = METHODS[method][0]

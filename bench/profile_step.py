@@ -4,6 +4,7 @@
     OMP_NUM_THREADS=1 .venv/bin/python bench/profile_step.py bare DPO 0.2M
     OMP_NUM_THREADS=1 .venv/bin/python bench/profile_step.py wrapper DPO-LoRA smollm2 1 3   # steps 2-3 only
     OMP_NUM_THREADS=1 .venv/bin/python bench/profile_step.py trl DPO-LoRA smollm2 1 3       # bare, TRL's defaults
+    OMP_NUM_THREADS=1 .venv/bin/python bench/profile_step.py bare VLM-DPO vlm 2 6            # vision-language job
 
 Runs the job of bench/jobs.py for 20 steps (or LAST), profiles steps 6-15 (or FIRST+1 to LAST), prints the step times and the top operators
 by self CPU time, and writes every operator's call count and self CPU time to
@@ -52,7 +53,7 @@ def main() -> None:
     CallbackHandler.__init__ = lambda self, cbs, *a, **k: original(self, list(cbs or []) + [Profiled()], *a, **k)
     flags = jobs.job_flags(method, size, LAST if len(sys.argv) > 5 else 20, OUT / "profile" / f"run-{script}")
     if script in ("bare", "trl"):  # bare: TRL with our values; trl: TRL's own defaults
-        sys.argv = ["bare_trl.py", "--defaults", "trl" if script == "trl" else "ours", *flags]
+        sys.argv = ["bare_trl.py", "--defaults", "trl" if script == "trl" else "ours", *flags, *jobs.bare_flags(method)]
         runpy.run_path(str(ROOT / "bench" / "bare_trl.py"), run_name="__main__")
     else:
         sys.path.insert(0, str(ROOT))

@@ -3,6 +3,8 @@
     .venv/bin/python bench/run_bench.py                 # both sizes, every method, 2 rounds (~25 min)
     .venv/bin/python bench/run_bench.py --quick         # 3.5M model, DPO + DPO-LoRA + PPO, 1 round
     .venv/bin/python bench/run_bench.py --methods DPO KTO --sizes 3.5M --rounds 3
+    .venv/bin/python bench/run_bench.py --sizes vlm --methods VLM-SFT VLM-DPO --variants wrapper bare-same \
+        --steps 8 --warmup 2 --rounds 2 --results bench/out/results-vlm.jsonl   # a 24M SmolVLM-shaped model, LoRA
     .venv/bin/python bench/run_bench.py --sizes smollm2 --methods SFT-LoRA DPO-LoRA Reward-LoRA GRPO-LoRA PPO \
         --steps 6 --warmup 2 --ppo_updates 2 --results bench/out/results-smollm2.jsonl   # the real 135M model
 
@@ -89,7 +91,8 @@ def command(variant: str, method: str, size: str, steps: int, out: Path) -> list
     flags = jobs.job_flags(method, size, steps, out / "run")
     if variant.startswith("wrapper"):  # "wrapper" or an ablation "wrapper:--flag value ..." (one default undone)
         return [PY, *timed, str(ROOT / "main_train.py"), *flags, *variant.partition(":")[2].split()]
-    return [PY, *timed, str(ROOT / "bench" / "bare_trl.py"), "--defaults", variant.split("-")[1], *flags]
+    return [PY, *timed, str(ROOT / "bench" / "bare_trl.py"), "--defaults", variant.split("-")[1], *flags,
+            *jobs.bare_flags(method)]
 
 
 def run_one(variant, method, size, steps, warmup, peak, threads, round_) -> dict:
@@ -126,7 +129,7 @@ def run_one(variant, method, size, steps, warmup, peak, threads, round_) -> dict
     # trained on num_ppo_epochs times: policy FLOPs only, the critic's are not counted).
     tokens = jobs.BATCH * jobs.seq_tokens("RLOO" if variant.startswith("ppo") else method, size)
     matmul, layers, hidden, _ = jobs.n_params(size)
-    seq = tokens / jobs.BATCH / (2 if jobs.METHODS.get(method, ("",))[0] in ("preference", "reward") else 1)
+    seq = tokens / jobs.BATCH / (2 if jobs.data_kind(method) in ("preference", "reward") else 1)
     passes = PPO["epochs"] if variant.startswith("ppo") else 1
     flops = (6 * matmul + 12 * layers * hidden * seq) * tokens * passes / sec
     row.update(tokens_per_step=round(tokens), s_per_step=round(sec, 4), tokens_per_s=round(tokens / sec, 1),
@@ -179,7 +182,7 @@ def main() -> int:
                 base = ["ppo-ours"] + (["ppo-trl111"] if has111 and size != jobs.REAL else [])
                 if len(base) > 1 or size == jobs.REAL:
                     plan.append((method, size, base + [v for v in a.variants if v.startswith("ppo")]))
-            else:
+            elif jobs.runs(method, size):  # VLM-* methods at the "vlm" size only
                 plan.append((method, size, list(a.variants)))
     with open(a.results, "a") as f:
         for r in range(a.first_round, a.first_round + a.rounds):

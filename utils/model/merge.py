@@ -75,4 +75,7 @@ def merge(args) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from utils.core.distributed import process_defaults
+
+    process_defaults()  # no "Setting accelerator to CPU" from DeepSpeed's detection (a warning nobody can act on)
     return run_command(lambda a: merge(parse_args(a)), sys.argv[1:] if argv is None else argv)
