@@ -24,6 +24,18 @@ def processor_for(common, config):
     return load_processor(common.model_name_or_path, config.trust_remote_code, common.max_pixels)
 
 
+def size_of(image: str) -> tuple[int, int]:
+    """(width, height) of an image file or data: URI, from its header (checked to decode in the row check)."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    source = io.BytesIO(base64.b64decode(image.partition(",")[2])) if image.startswith("data:") else image
+    with Image.open(source) as img:
+        return img.size
+
+
 def refuse_images_for_text_model(dataset, processor, model: str, what: str) -> None:
     """Sampling commands (evaluation, rejection sampling): prompts with images need a vision-language model."""
     if processor is None and "images" in dataset.column_names and any(dataset["images"]):
@@ -39,6 +51,7 @@ class ProcessorText:
         self.processor, self.tokenizer = processor, processor.tokenizer
         self.name_or_path = getattr(self.tokenizer, "name_or_path", "")
         self.chat_template = getattr(processor, "chat_template", None) or self.tokenizer.chat_template
+        self.added = {}  # (image sizes, special tokens) -> tokens the images add
 
     def apply_chat_template(self, messages, tools=None, tokenize=False, add_generation_prompt=False):
         from utils.data.images import split
@@ -61,13 +74,16 @@ class ProcessorText:
             raise BadRow(f"the chat template of {self.name_or_path or 'the model'} does not render image parts: the "
                          f"row has {len(images)} image(s) but its rendering holds {text.count(token)} {token!r}",
                          'a template that places {"type": "image"} content parts (the processor\'s chat template)')
-        plain = len(self.tokenizer(text, add_special_tokens=special)["input_ids"])
-        try:
-            full = self.processor(text=[text], images=[images], add_special_tokens=special)["input_ids"][0]
-        except (ValueError, OSError, TypeError) as e:
-            raise BadRow(f"the processor of {self.name_or_path or 'the model'} refused the row's images: "
-                         f"{type(e).__name__}: {one_line(e)}", "images and placeholders the processor takes") from e
-        return len(full) - plain
+        key = (tuple(map(size_of, images)), special)  # what the expansion depends on: the images' sizes
+        if key not in self.added:
+            plain = len(self.tokenizer(text, add_special_tokens=special)["input_ids"])
+            try:
+                full = self.processor(text=[text], images=[images], add_special_tokens=special)["input_ids"][0]
+            except (ValueError, OSError, TypeError) as e:
+                raise BadRow(f"the processor of {self.name_or_path or 'the model'} refused the row's images: "
+                             f"{type(e).__name__}: {one_line(e)}", "images and placeholders the processor takes") from e
+            self.added[key] = len(full) - plain
+        return self.added[key]
 
 
 def check_vision(method, common, config, rows: dict, processor, explicit: set) -> None:

@@ -168,11 +168,6 @@ def _problem(where: str) -> str | None:
     return None
 
 
-def count(row: dict) -> int:
-    """Images in a stored row."""
-    return len(row.get("images") or [])
-
-
 # ------------------------------------------------------------------------------------------ TRL's form
 def as_parts(dataset):
     """Every conversation's contents as parts (`<image>` -> {"type": "image"}) and `images` a list in every row."""
