@@ -9,9 +9,10 @@ repair, no callbacks, no extra saving). It takes the same flags as main_train.py
 refuses to start on a CPU). `--defaults ours`: every field whose class default differs between our
 config (rlhf_args/) and TRL's takes ours; used to measure the wrapper's own overhead at equal settings. With
 ours, also what our defaults resolve to at run time: bf16 where the hardware has it (on a CPU with `use_cpu`), the
-weights in float32 for a full fine-tune and in the compute dtype for a LoRA base (utils/model/dtype.py; a Reward
-LoRA base stays float32: TRL 1.16 fails on a bfloat16 base under a float32 score head, which the wrapper repairs),
-SFT's assistant-only loss on for `messages` rows, and the options TRL refuses with images switched off.
+weights in float32 for a full fine-tune and in the compute dtype for a LoRA base (utils/model/dtype.py), SFT's
+assistant-only loss on for `messages` rows, and the options TRL refuses with images switched off. Reward LoRA is the
+one job whose losses differ between the sides: the wrapper runs the score head in its own weights' dtype
+(utils/model/loading.follow_weight_dtype), TRL as it comes.
 
 Vision-language models (a config transformers maps to AutoModelForImageTextToText): loaded with that class, TRL
 gets the AutoProcessor, LoRA targets the language model's linear layers (utils/model/vision.lora_targets), and the
@@ -137,7 +138,7 @@ def main() -> None:
 
     path, vlm = bare.model_name_or_path, is_vlm(bare.model_name_or_path)
     frozen = torch.bfloat16 if bf16 else torch.float32  # utils/model/dtype.py: --dtype auto
-    weights = frozen if bare.train_mode != "full" and rlhf_type != "Reward" else torch.float32
+    weights = frozen if bare.train_mode != "full" else torch.float32
     tokenizer = AutoProcessor.from_pretrained(path) if vlm else AutoTokenizer.from_pretrained(path)
     if rlhf_type == "Reward":
         model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=weights)

@@ -1,12 +1,13 @@
 """What every benchmark run shares: the model sizes, the data, and the "job" flags that define the
 work (batch, steps, lengths), given identically to `main_train.py` and to `bench/bare_trl.py`.
 
-Sizes: two tiny random models, and "smollm2" = the real pretrained SmolLM2-135M-Instruct (utils/toy/smollm2.py) with
-chat-format data of realistic length (bench/real_data.py) and 32 sampled tokens for the online methods.
+Sizes: two tiny random models, "smollm2" = the real pretrained SmolLM2-135M-Instruct (utils/toy/smollm2.py) with
+chat-format data of realistic length (bench/real_data.py) and 32 sampled tokens for the online methods, and "vlm" = a
+random SmolVLM-shaped vision-language model with image rows, methods VLM-SFT / VLM-DPO (bench/vlm_jobs.py).
 
 Everything not in JOB is left to each side's defaults: ours (rlhf_args/) or TRL's. The only TRL default
-overridden on the bare side is bf16 (TRL turns it on whenever fp16 is off and then refuses to start on a
-CPU), so every run is fp32.
+overridden on the bare side with TRL's defaults is bf16 (TRL turns it on whenever fp16 is off and then refuses to
+start on a CPU), so those runs are fp32; with our defaults (bare-same) it follows ours (bench/bare_trl.py).
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import runpy
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -51,7 +52,9 @@ def main() -> None:
 
     original = CallbackHandler.__init__
     CallbackHandler.__init__ = lambda self, cbs, *a, **k: original(self, list(cbs or []) + [Profiled()], *a, **k)
-    flags = jobs.job_flags(method, size, LAST if len(sys.argv) > 5 else 20, OUT / "profile" / f"run-{script}")
+    run = OUT / "profile" / f"run-{script}"
+    shutil.rmtree(run, ignore_errors=True)  # main_train refuses an output_dir holding another run
+    flags = jobs.job_flags(method, size, LAST if len(sys.argv) > 5 else 20, run)
     if script in ("bare", "trl"):  # bare: TRL with our values; trl: TRL's own defaults
         sys.argv = ["bare_trl.py", "--defaults", "trl" if script == "trl" else "ours", *flags, *jobs.bare_flags(method)]
         runpy.run_path(str(ROOT / "bench" / "bare_trl.py"), run_name="__main__")
