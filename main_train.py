@@ -145,13 +145,13 @@ def check_phase(argv: list[str]):
             if values.get(what):
                 rows[what] = check_rows(values[what], entry["data"], what, options)
     method, common, config = _parse(argv, yaml_config, config_path, values, cache)
-    from utils.model.loading import load_tokenizer
-
-    tokenizer = load_tokenizer(common.tokenizer_name_or_path or common.model_name_or_path, config.trust_remote_code)
+    from rlhf_args import METHODS
     from utils.cli.vision_checks import check_vision, processor_for
+    from utils.model.loading import load_tokenizer
+    tokenizer = load_tokenizer(common.tokenizer_name_or_path or common.model_name_or_path, config.trust_remote_code)
     processor = processor_for(common, config)  # a vision-language model's (docs/vision.md), else None
     train, evals = load_data(method, common, tokenizer, rows, config, processor)
-    check_vision(method, common, config, rows, processor, cli.explicit(argv, yaml_config))
+    check_vision(method, common, config, rows, processor, cli.explicit(argv, yaml_config), METHODS)
     needs = check_needs(method, common, config, tokenizer, train, rows.get("train_data_path"), processor)
     return method, common, config, tokenizer, train, evals, needs
 

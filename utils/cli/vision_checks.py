@@ -24,18 +24,6 @@ def processor_for(common, config):
     return load_processor(common.model_name_or_path, config.trust_remote_code, common.max_pixels)
 
 
-def size_of(image: str) -> tuple[int, int]:
-    """(width, height) of an image file or data: URI, from its header (checked to decode in the row check)."""
-    import base64
-    import io
-
-    from PIL import Image
-
-    source = io.BytesIO(base64.b64decode(image.partition(",")[2])) if image.startswith("data:") else image
-    with Image.open(source) as img:
-        return img.size
-
-
 def refuse_images_for_text_model(dataset, processor, model: str, what: str) -> None:
     """Sampling commands (evaluation, rejection sampling): prompts with images need a vision-language model."""
     if processor is None and "images" in dataset.column_names and any(dataset["images"]):
@@ -43,52 +31,9 @@ def refuse_images_for_text_model(dataset, processor, model: str, what: str) -> N
                         "config names no vision part); expected a vision-language model, or prompts without images.")
 
 
-class ProcessorText:
-    """What utils.data.lengths renders and counts with, for a vision-language model: the processor's chat template
-    over the stored rows (each `<image>` an image part), its tokenizer's counts, plus each row's image tokens."""
-
-    def __init__(self, processor):
-        self.processor, self.tokenizer = processor, processor.tokenizer
-        self.name_or_path = getattr(self.tokenizer, "name_or_path", "")
-        self.chat_template = getattr(processor, "chat_template", None) or self.tokenizer.chat_template
-        self.added = {}  # (image sizes, special tokens) -> tokens the images add
-
-    def apply_chat_template(self, messages, tools=None, tokenize=False, add_generation_prompt=False):
-        from utils.data.images import split
-
-        parts = [{**m, "content": [{k: v for k, v in p.items() if v is not None} for p in split(m["content"])]}
-                 if isinstance(m.get("content"), str) else m for m in messages]
-        return self.processor.apply_chat_template(parts, tools=tools, tokenize=False,
-                                                  add_generation_prompt=add_generation_prompt)
-
-    def __call__(self, texts, add_special_tokens=True):
-        return self.tokenizer(texts, add_special_tokens=add_special_tokens)
-
-    def image_tokens(self, text: str, images: list, special: bool) -> int:
-        """Tokens the images of one rendered prompt add (the processor expands each placeholder). BadRow when the
-        chat template dropped the image parts (a text-only template renders none) or the processor refuses them."""
-        from utils.data.schemas import BadRow, one_line
-
-        token = getattr(self.processor, "boi_token", None) or getattr(self.processor, "image_token", None)
-        if token and text.count(token) < len(images):
-            raise BadRow(f"the chat template of {self.name_or_path or 'the model'} does not render image parts: the "
-                         f"row has {len(images)} image(s) but its rendering holds {text.count(token)} {token!r}",
-                         'a template that places {"type": "image"} content parts (the processor\'s chat template)')
-        key = (tuple(map(size_of, images)), special)  # what the expansion depends on: the images' sizes
-        if key not in self.added:
-            plain = len(self.tokenizer(text, add_special_tokens=special)["input_ids"])
-            try:
-                full = self.processor(text=[text], images=[images], add_special_tokens=special)["input_ids"][0]
-            except (ValueError, OSError, TypeError) as e:
-                raise BadRow(f"the processor of {self.name_or_path or 'the model'} refused the row's images: "
-                             f"{type(e).__name__}: {one_line(e)}", "images and placeholders the processor takes") from e
-            self.added[key] = len(full) - plain
-        return self.added[key]
-
-
-def check_vision(method, common, config, rows: dict, processor, explicit: set) -> None:
+def check_vision(method, common, config, rows: dict, processor, explicit: set, methods: dict) -> None:
     """Everything about images that can be known before the weights load; `rows`: the Rows read (train, eval);
-    `explicit`: the option names the user set (flags and the YAML file)."""
+    `explicit`: the option names the user set (flags and the YAML file); `methods`: every method (rlhf_args)."""
     with_images = [r for r in rows.values() if r is not None and r.images]
     if not with_images:
         return
@@ -100,9 +45,7 @@ def check_vision(method, common, config, rows: dict, processor, explicit: set) -
                         "image-text-to-text checkpoint such as SmolVLM, LLaVA, Gemma 3, Qwen2.5-VL), or data "
                         "without images.")
     if method.vision is None:
-        from rlhf_args import METHODS
-
-        able = ", ".join(m.name for m in METHODS.values() if m.vision is not None)
+        able = ", ".join(m.name for m in methods.values() if m.vision is not None)
         raise UserError(f"{at}: the row has images, and TRL 1.16's {method.name} trainer takes no images; expected "
                         f"one of {able} for image data, or {method.name} on rows without images.")
     for name in method.vision:  # TRL refuses these with images

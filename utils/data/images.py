@@ -20,7 +20,7 @@ import base64
 import io
 import os
 
-from utils.data.schemas import BadRow, json_type
+from utils.data.schemas import BadRow, json_type, one_line
 
 IMAGE = "<image>"
 FIELDS = ("prompt", "completion", "chosen", "rejected", "messages")
@@ -190,3 +190,55 @@ def split(content: str) -> list[dict]:
         if text:
             out.append({"type": "text", "text": text})
     return out
+
+
+# ---------------------------------------------------------------------- counted with the model's processor
+class ProcessorText:
+    """What utils.data.lengths renders and counts with, for a vision-language model: the processor's chat template
+    over the stored rows (each `<image>` an image part), its tokenizer's counts, plus each row's image tokens."""
+
+    def __init__(self, processor):
+        self.processor, self.tokenizer = processor, processor.tokenizer
+        self.name_or_path = getattr(self.tokenizer, "name_or_path", "")
+        self.chat_template = getattr(processor, "chat_template", None) or self.tokenizer.chat_template
+        self.added = {}  # (image sizes, special tokens) -> tokens the images add
+
+    def apply_chat_template(self, messages, tools=None, tokenize=False, add_generation_prompt=False):
+        parts = [{**m, "content": [{k: v for k, v in p.items() if v is not None} for p in split(m["content"])]}
+                 if isinstance(m.get("content"), str) else m for m in messages]
+        return self.processor.apply_chat_template(parts, tools=tools, tokenize=False,
+                                                  add_generation_prompt=add_generation_prompt)
+
+    def __call__(self, texts, add_special_tokens=True):
+        return self.tokenizer(texts, add_special_tokens=add_special_tokens)
+
+    def image_tokens(self, text: str, images: list, special: bool) -> int:
+        """Tokens the images of one rendered prompt add (the processor expands each placeholder). BadRow when the
+        chat template dropped the image parts (a text-only template renders none) or the processor refuses them."""
+        token = getattr(self.processor, "boi_token", None) or getattr(self.processor, "image_token", None)
+        if token and text.count(token) < len(images):
+            raise BadRow(f"the chat template of {self.name_or_path or 'the model'} does not render image parts: the "
+                         f"row has {len(images)} image(s) but its rendering holds {text.count(token)} {token!r}",
+                         'a template that places {"type": "image"} content parts (the processor\'s chat template)')
+        key = (tuple(map(size_of, images)), special)  # what the expansion depends on: the images' sizes
+        if key not in self.added:
+            plain = len(self.tokenizer(text, add_special_tokens=special)["input_ids"])
+            try:
+                full = self.processor(text=[text], images=[images], add_special_tokens=special)["input_ids"][0]
+            except (ValueError, OSError, TypeError) as e:
+                raise BadRow(f"the processor of {self.name_or_path or 'the model'} refused the row's images: "
+                             f"{type(e).__name__}: {one_line(e)}", "images and placeholders the processor takes") from e
+            self.added[key] = len(full) - plain
+        return self.added[key]
+
+
+def size_of(image: str) -> tuple[int, int]:
+    """(width, height) of an image file or data: URI, from its header (checked to decode in the row check)."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    source = io.BytesIO(base64.b64decode(image.partition(",")[2])) if image.startswith("data:") else image
+    with Image.open(source) as img:
+        return img.size

@@ -146,7 +146,7 @@ def prepare(paths, kind: str, tokenizer, what: str, options: DataOptions, seed: 
     for line in rows.summary:
         _say(line)
     if tokenizer is not None:
-        from utils.cli.vision_checks import ProcessorText
+        from utils.data.images import ProcessorText
         from utils.data.lengths import measure
 
         measure(rows, ProcessorText(processor) if processor is not None else tokenizer, what)

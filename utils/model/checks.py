@@ -4,6 +4,7 @@ reachable. Nothing here reads weights."""
 from __future__ import annotations
 
 import glob
+import json
 import os
 import re
 
@@ -76,3 +77,24 @@ def check_hub_id(path: str, what: str) -> None:
     except OSError:
         raise UserError(f"{what} {path!r} is not a local directory, not in the Hugging Face cache, and {host} cannot "
                         f"be reached: this machine looks offline; {instead}.") from None
+
+
+def model_type(path: str) -> str | None:
+    """config.json's model_type of a model directory (None: no readable config there)."""
+    config = os.path.join(os.path.expanduser(path), "config.json")
+    try:
+        with open(config, encoding="utf-8") as f:
+            return json.load(f).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def is_vlm(path: str) -> bool:
+    """The directory holds an image-text-to-text model (its config has a vision part and transformers maps its type
+    to AutoModelForImageTextToText)."""
+    kind = model_type(path)
+    if kind is None:
+        return False
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+    return kind in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES

@@ -97,7 +97,7 @@ def load_model(path: str, tokenizer, *, head: str = "causal", dtype=None, load_i
     from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoModelForSequenceClassification
 
     from utils.model import gguf
-    from utils.model.vision import is_vlm
+    from utils.model.checks import is_vlm
 
     source, extra = gguf.model_source(path, load_in_4bit=load_in_4bit)  # a GGUF file: dequantized as it loads
     dtype = torch.float32 if dtype is None else dtype

@@ -10,12 +10,12 @@ images itself (SFT, DPO, GRPO, RLOO). Families whose processor transformers 5.23
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 import os
 import re
 
 from utils.core.errors import UserError
+from utils.model.checks import is_vlm, model_type  # noqa: F401  (is_vlm: also reached as vision.is_vlm)
 
 log = logging.getLogger(__name__)
 
@@ -23,27 +23,6 @@ log = logging.getLogger(__name__)
 VISION_TOWERS = ("vision_tower", "vision_model", "visual", "vision_encoder", "image_encoder")
 PROJECTORS = ("multi_modal_projector", "connector", "mm_projector", "merger", "aligner", "embed_vision")
 NEEDS_TORCHVISION = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "smolvlm", "glm4v", "internvl")
-
-
-def model_type(path: str) -> str | None:
-    """config.json's model_type of a model directory (None: no readable config there)."""
-    config = os.path.join(os.path.expanduser(path), "config.json")
-    try:
-        with open(config, encoding="utf-8") as f:
-            return json.load(f).get("model_type")
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
-def is_vlm(path: str) -> bool:
-    """The directory holds an image-text-to-text model (its config has a vision part and transformers maps its type
-    to AutoModelForImageTextToText)."""
-    kind = model_type(path)
-    if kind is None:
-        return False
-    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
-
-    return kind in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
 
 def load_processor(path: str, trust_remote_code: bool = False, max_pixels: int | None = None):
