@@ -31,6 +31,8 @@ _decoded: dict[str, str | None] = {}  # image -> None (decodes) or what is wrong
 
 def wanted(row: dict) -> bool:
     """The row gives images (an `images` / `image` field, or image parts in a conversation)."""
+    if not isinstance(row, dict):
+        return False  # the row check names what it is
     if row.get("images") is not None or row.get("image") is not None:
         return True
     return any(isinstance(m, dict) and isinstance(m.get("content"), list)

@@ -53,7 +53,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def merge(args) -> str:
+    from utils.core.distributed import process_defaults
     from utils.model.dtype import resolve_dtype
+
+    process_defaults()  # no "Setting accelerator to CPU" from DeepSpeed's detection (a warning nobody can act on)
     from utils.model.loading import load_model, load_tokenizer
 
     head = "score" if args.adapter_config.get("task_type") == "SEQ_CLS" else "causal"
@@ -75,7 +78,4 @@ def merge(args) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from utils.core.distributed import process_defaults
-
-    process_defaults()  # no "Setting accelerator to CPU" from DeepSpeed's detection (a warning nobody can act on)
     return run_command(lambda a: merge(parse_args(a)), sys.argv[1:] if argv is None else argv)
