@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from conftest import FAST, run_cli, run_main, write_jsonl
+from conftest import ENV, FAST, ROOT, run_cli, run_main, write_jsonl
 
 Q = "Which colour?"
 
@@ -26,7 +26,8 @@ def colours(tmp_path_factory):
     user = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": Q}]}]
     said = (lambda text: [{"role": "assistant", "content": text}])
     other = dict(zip(pics, ["blue", "red", "yellow", "green"]))
-    write_jsonl(d / "sft.jsonl", [{"messages": user + said(c), "images": [f"img/{c}.png"]} for c in pics] * 2)
+    write_jsonl(d / "sft.jsonl", [{"messages": user + said(c), "images": [f"img/{c}.png"]} for c in pics] * 2
+                + [{"messages": [{"role": "user", "content": "Name a colour."}, *said("green")]}])  # no image
     write_jsonl(d / "pref.jsonl", [{"prompt": user, "chosen": said(c), "rejected": said(other[c]),
                                     "images": [f"img/{c}.png"]} for c in pics] * 2)
     write_jsonl(d / "prompts.jsonl", [{"prompt": user, "images": [f"img/{c}.png"], "answer": c} for c in pics] * 2)
@@ -57,6 +58,8 @@ def test_sft_trains_the_answer_only_and_saves_a_reloadable_adapter(family, tiny_
     trained = batch["input_ids"][0][batch["labels"][0] != -100]
     assert tok.decode(trained) == train[0]["messages"][1]["content"][0]["text"] + SPECS[family][1]  # "red<end of turn>"
     assert "pixel_values" in batch
+    mixed = [dict(train[len(train) - 1]), dict(train[0])]  # a row without an image first: collated image row first
+    assert trainer.data_collator(mixed)["input_ids"].shape[0] == 2 and mixed[0]["images"]
     names = [n for n, p in trainer.model.named_parameters() if p.requires_grad]
     assert names and all("lora_" in n and ("language_model" in n or "text_model" in n) for n in names), names
     del trainer
@@ -153,3 +156,17 @@ def test_rejection_sampling_keeps_the_images(tiny_vlms, colours, tmp_path):
     assert len(best) == 8 and all(r["images"][0].startswith(str(colours / "img")) for r in best)
     assert run_main("--rlhf_type", "SFT", "--model_name_or_path", tiny_vlms["smolvlm"], "--train_data_path",
                     out / "best.jsonl", "--output_dir", tmp_path / "again", *FAST, "--max_steps", "1") == 0
+
+
+@pytest.mark.distributed
+def test_two_processes_train_a_vlm_on_mixed_batches(tiny_vlms, colours, tmp_path):
+    """DDP over gloo (script/rlhf_run.sh, 2 processes): batches of one row with an image and one without."""
+    import subprocess
+
+    out = tmp_path / "ddp"
+    proc = subprocess.run(["bash", "script/rlhf_run.sh", "--rlhf_type", "SFT", "--model_name_or_path",
+                           tiny_vlms["smolvlm"], "--train_data_path", str(colours / "sft.jsonl"), "--output_dir",
+                           str(out), "--max_steps", "3", "--per_device_train_batch_size", "2", "--disable_tqdm",
+                           "true"], cwd=ROOT, env=dict(ENV, NPROC="2"), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (out / "adapter_model.safetensors").exists() and "find_unused_parameters=True" not in proc.stderr
