@@ -82,6 +82,13 @@ def test_every_image_format_reads_to_the_same_rows(pics, tiny_vlms):
     assert train[0]["images"] == [uri]
 
 
+def test_text_parts_without_images_are_plain_messages_for_any_model(pics, tiny_dir):
+    rows = [{"messages": [{"role": "user", "content": [{"type": "text", "text": "Hi?"}]},
+                          {"role": "assistant", "content": [{"type": "text", "text": "Hello."}]}]}]
+    train, _ = _check(tiny_dir, write_jsonl(pics / "text_parts.jsonl", rows))
+    assert "images" not in train.column_names and train[0]["messages"][0]["content"] == "Hi?"
+
+
 def _refused(capsys, model, rows_or_path, *extra, method="SFT", tmp=None):
     data = rows_or_path if not isinstance(rows_or_path, list) else write_jsonl(tmp / "bad.jsonl", rows_or_path)
     out = data.parent / "out_refused"

@@ -70,7 +70,7 @@ def check_vision(method, common, config, rows: dict, processor, explicit: set, m
 
 def config_masks(config) -> bool:
     """Assistant-only loss asked for, or left to the data (SFT's None: on for `messages` rows)."""
-    return getattr(config, "assistant_only_loss", False) is not False and hasattr(config, "assistant_only_loss")
+    return hasattr(config, "assistant_only_loss") and config.assistant_only_loss is not False
 
 
 def _first_image_row(rows) -> tuple[int, dict]:

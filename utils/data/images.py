@@ -26,7 +26,7 @@ IMAGE = "<image>"
 FIELDS = ("prompt", "completion", "chosen", "rejected", "messages")
 _PART = ('content parts {"type": "text", "text": ...} and {"type": "image"} (or {"type": "image_url", "image_url": '
          '{"url": PATH}})')
-_decoded: dict[str, str | None] = {}  # image -> None (decodes) or what is wrong with it
+_decoded: dict = {}  # image (a file: with its mtime and size) -> None (it decodes) or what is wrong with it
 
 
 def wanted(row: dict) -> bool:
@@ -68,7 +68,8 @@ def normalize(row: dict, base: str) -> dict:
                                                     if isinstance(m, dict)):
             raise BadRow(f"`{field}` holds an image", "images in the prompt (user turns) only: the model reads them, "
                          "it does not write them")
-    out["images"] = [_resolve(i, base) for i in walk.ordered]
+    if walk.ordered:  # a row whose parts were text only is stored as plain messages
+        out["images"] = [_resolve(i, base) for i in walk.ordered]
     return out
 
 
@@ -138,9 +139,13 @@ def _resolve(image: str, base: str) -> str:
         where = image
     else:
         where = os.path.normpath(os.path.join(base, os.path.expanduser(image)))
-    if where not in _decoded:
-        _decoded[where] = _problem(where)
-    problem = _decoded[where]
+    try:  # a file is decoded again once it changed
+        key = where if where.startswith("data:") else (where, os.stat(where).st_mtime_ns, os.stat(where).st_size)
+    except OSError:
+        key = (where, None)
+    if key not in _decoded:
+        _decoded[key] = _problem(where)
+    problem = _decoded[key]
     if problem:
         shown = image if len(image) < 80 else image[:60] + "..."
         raise BadRow(f"the image {shown!r} {problem}", "image files (PNG, JPEG, ...) that exist and decode, paths "
@@ -165,6 +170,8 @@ def _problem(where: str) -> str | None:
             img.load()
     except UnidentifiedImageError:
         return "is not an image"
+    except Image.DecompressionBombError as e:
+        return f"is too large to decode safely ({e})"
     except (OSError, ValueError, SyntaxError) as e:
         return f"cannot be decoded ({type(e).__name__}: {e})"
     return None
@@ -236,9 +243,6 @@ class ProcessorText:
 
 def size_of(image: str) -> tuple[int, int]:
     """(width, height) of an image file or data: URI, from its header (checked to decode in the row check)."""
-    import base64
-    import io
-
     from PIL import Image
 
     source = io.BytesIO(base64.b64decode(image.partition(",")[2])) if image.startswith("data:") else image

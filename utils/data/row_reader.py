@@ -110,7 +110,7 @@ class RowReader:
             for out in self.fmt.convert(row, self.options):
                 if images.wanted(out):  # paths resolved, files decoded, placeholders counted (utils/data/images.py)
                     out = images.normalize(out, self.base)
-                    self.rows.images = True
+                    self.rows.images = self.rows.images or "images" in out
                 variant, conversational = check_row(out, self.target)
                 out = self.tool_form(out, conversational)
                 self.check_like_first(variant, conversational, shown, loc)
