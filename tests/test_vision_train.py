@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from conftest import ENV, FAST, ROOT, run_cli, run_main, write_jsonl
+from conftest import ENV, FAST, ROOT, run_main, write_jsonl
 
 Q = "Which colour?"
 
@@ -69,8 +69,10 @@ def test_sft_trains_the_answer_only_and_saves_a_reloadable_adapter(family, tiny_
     picture = processor(images=[[str(colours / "img" / "red.png")]], return_tensors="pt",
                         text=[processor.apply_chat_template(train[0]["messages"][:1], add_generation_prompt=True)])
     assert torch.isfinite(model(**picture).logits).all()
+    from utils.model.merge import main as merge  # in-process: `python -m utils.merge` runs in test_commands
+
     merged = tmp_path / "merged"
-    run_cli("--model_name_or_path", out, "--output_dir", merged, module="utils.merge")
+    assert merge(["--model_name_or_path", str(out), "--output_dir", str(merged)]) == 0
     AutoProcessor.from_pretrained(merged), AutoModelForImageTextToText.from_pretrained(merged)
 
 
@@ -148,10 +150,12 @@ def test_a_tiny_vlm_learns_colours_by_sft_then_grpo(tiny_vlms, tmp_path):
 
 
 def test_rejection_sampling_keeps_the_images(tiny_vlms, colours, tmp_path):
+    from utils.sampling.rejection import main as rejection_sampling
+
     out = tmp_path / "rs"
-    run_cli("--model_name_or_path", tiny_vlms["smolvlm"], "--train_data_path", colours / "prompts.jsonl",
-            "--reward_funcs", "utils/toy/vision_task.py:correct_colour", "--num_samples", "2", "--max_new_tokens",
-            "3", "--output_dir", out, module="utils.rejection_sampling")
+    assert rejection_sampling(["--model_name_or_path", tiny_vlms["smolvlm"], "--train_data_path",
+                               str(colours / "prompts.jsonl"), "--reward_funcs", "utils/toy/vision_task.py:correct_colour",
+                               "--num_samples", "2", "--max_new_tokens", "3", "--output_dir", str(out)]) == 0
     best = [json.loads(line) for line in (out / "best.jsonl").read_text().splitlines()]
     assert len(best) == 8 and all(r["images"][0].startswith(str(colours / "img")) for r in best)
     assert run_main("--rlhf_type", "SFT", "--model_name_or_path", tiny_vlms["smolvlm"], "--train_data_path",
