@@ -201,6 +201,20 @@ def split(content: str) -> list[dict]:
     return out
 
 
+def template_parts(messages: list) -> list:
+    """Messages as a processor's chat template takes them: each content a list of parts without Arrow's null keys
+    (a stored string split at its `<image>` placeholders)."""
+    out = []
+    for m in messages:
+        content = m.get("content")
+        if isinstance(content, str):
+            content = split(content)
+        if isinstance(content, list):
+            m = {**m, "content": [{k: v for k, v in p.items() if v is not None} for p in content]}
+        out.append(m)
+    return out
+
+
 # ---------------------------------------------------------------------- counted with the model's processor
 class ProcessorText:
     """What utils.data.lengths renders and counts with, for a vision-language model: the processor's chat template
@@ -213,9 +227,7 @@ class ProcessorText:
         self.added = {}  # (image sizes, special tokens) -> tokens the images add
 
     def apply_chat_template(self, messages, tools=None, tokenize=False, add_generation_prompt=False):
-        parts = [{**m, "content": [{k: v for k, v in p.items() if v is not None} for p in split(m["content"])]}
-                 if isinstance(m.get("content"), str) else m for m in messages]
-        return self.processor.apply_chat_template(parts, tools=tools, tokenize=False,
+        return self.processor.apply_chat_template(template_parts(messages), tools=tools, tokenize=False,
                                                   add_generation_prompt=add_generation_prompt)
 
     def __call__(self, texts, add_special_tokens=True):

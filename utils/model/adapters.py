@@ -18,8 +18,9 @@ def lora_config(common, head: str = "causal", model=None):
 
         if targets == "all-linear":
             targets = lora_targets(model, vision_tower=not common.freeze_vision_tower)
-        if not common.freeze_multi_modal_projector and "projector" in parts(model):
-            save = [parts(model)["projector"].rsplit(".", 1)[-1]]
+        projector = parts(model).get("projector")
+        if not common.freeze_multi_modal_projector and projector:
+            save = [projector.rsplit(".", 1)[-1]]
     return LoraConfig(
         r=common.lora_rank,
         lora_alpha=common.lora_alpha,

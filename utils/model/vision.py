@@ -10,14 +10,11 @@ images itself (SFT, DPO, GRPO, RLOO). Families whose processor transformers 5.23
 from __future__ import annotations
 
 import importlib.util
-import logging
 import os
 import re
 
 from utils.core.errors import UserError
 from utils.model.checks import is_vlm, model_type  # noqa: F401  (is_vlm: also reached as vision.is_vlm)
-
-log = logging.getLogger(__name__)
 
 # The parts of a vision-language model besides its language model, by the attribute names the families use.
 VISION_TOWERS = ("vision_tower", "vision_model", "visual", "vision_encoder", "image_encoder")

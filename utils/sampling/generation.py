@@ -127,10 +127,10 @@ def generate(model, tokenizer, prompts: list, *, num_samples: int, max_new_token
 
 def vision_inputs(processor, prompts: list, images: list) -> dict:
     """The model inputs of conversational prompts with their images (left-padded), as TRL's GRPO builds them."""
-    texts = [processor.apply_chat_template([{**m, "content": [{k: v for k, v in part.items() if v is not None}
-                                                              for part in m["content"]]}
-                                            if isinstance(m.get("content"), list) else m for m in prompt],
-                                           add_generation_prompt=True, tokenize=False) for prompt in prompts]
+    from utils.data.images import template_parts
+
+    texts = [processor.apply_chat_template(template_parts(prompt), add_generation_prompt=True, tokenize=False)
+             for prompt in prompts]
     return processor(text=texts, images=[i or [] for i in images], padding=True,
                      padding_side="left", add_special_tokens=False, return_tensors="pt")
 
